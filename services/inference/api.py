@@ -1,0 +1,266 @@
+"""The HTTP API (FastAPI). Transport only: requests are validated and converted to
+``ClassifierInput`` here, at the edge; every error is mapped to a status in one place
+(``_add_exception_handlers``); the classifier is reached through ``ClassifierService``.
+
+Routes: ``POST /v1/sentiment``, ``POST /v1/sentiment/batch``, ``GET /healthz``, ``/readyz``,
+``/metrics`` (Prometheus text), ``/docs`` (OpenAPI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from shopsense.errors import (
+    ImageFetchFailed,
+    ImageFetchRefused,
+    InvalidInput,
+    ModelNotReady,
+    PayloadTooLarge,
+    ShopsenseError,
+)
+from shopsense.images import decode_image, load_image_bytes
+from shopsense.schemas import ModelRef, Prediction
+from shopsense.settings import Settings
+
+from services.inference.backends.base import ClassifierInput, ClassifierOutput
+from services.inference.metrics import ApiMetrics
+
+
+class ClassifierService(Protocol):
+    """What the API needs from a classifier, local or behind a Ray Serve handle."""
+
+    async def classify(self, items: list[ClassifierInput]) -> list[tuple[ClassifierOutput, int]]:
+        """Outputs in input order, each with the size of the batch that computed it."""
+        ...
+
+    async def describe(self) -> dict[str, Any]:
+        """``{"model": ModelRef-dict, "backend": str}``; raises if not ready."""
+        ...
+
+
+class SentimentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"text": "The screen arrived cracked and support never answered."}]
+    })
+
+    text: str | None = Field(None, description="the review text")
+    image: str | None = Field(
+        None, description="a product photo: base64, a data: URL, or an http(s) URL"
+    )
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[SentimentRequest] = Field(..., description="reviews, answered in the same order")
+
+
+class BatchResponse(BaseModel):
+    items: list[Prediction]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable error type")
+    message: str = Field(description="what was wrong, in words")
+
+
+_STATUS: list[tuple[type[Exception], int]] = [
+    (PayloadTooLarge, 413),
+    (ImageFetchRefused, 400),
+    (ImageFetchFailed, 400),
+    (InvalidInput, 422),
+    (ModelNotReady, 503),
+]
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 413, 422, 503)
+}
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": kind, "message": message})
+
+
+def _add_exception_handlers(app: FastAPI) -> None:
+    """Every error-to-status mapping of the API, in one place."""
+
+    @app.exception_handler(ShopsenseError)
+    async def _shopsense_error(_: Request, exc: ShopsenseError) -> JSONResponse:
+        for cls, status in _STATUS:
+            if isinstance(exc, cls):
+                return _error(status, type(exc).__name__, str(exc))
+        return _error(500, type(exc).__name__, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:5]:
+            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
+            parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+        return _error(422, "InvalidInput", "; ".join(parts) or "invalid request")
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for bodies over ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_large = JSONResponse(
+            status_code=413,
+            content={"error": "PayloadTooLarge",
+                     "message": f"request body over {self.max_bytes} bytes"},
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await too_large(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"request body over {self.max_bytes} bytes")
+            return message
+
+        try:
+            return await self.app(scope, limited_receive, send)
+        except PayloadTooLarge:
+            return await too_large(scope, receive, send)
+
+
+async def to_input(req: SentimentRequest, settings: Settings) -> ClassifierInput:
+    """Validate one request item and decode its image (off the event loop)."""
+    text = req.text
+    if text is not None and not text.strip():
+        if req.image is None:
+            raise InvalidInput("text is empty")
+        text = None  # a blank caption beside a photo: the photo alone
+    if text is not None and len(text) > settings.serve.max_text_chars:
+        raise InvalidInput(
+            f"text has {len(text)} characters; the limit is {settings.serve.max_text_chars}"
+        )
+    image = None
+    if req.image is not None:
+        if not req.image.strip():
+            raise InvalidInput("image is empty")
+        raw = await asyncio.to_thread(load_image_bytes, req.image.strip(), settings.images)
+        image = await asyncio.to_thread(
+            decode_image, raw, max_bytes=settings.images.max_bytes,
+            max_pixels=settings.images.max_pixels,
+        )
+    if text is None and image is None:
+        raise InvalidInput("give text, an image, or both")
+    return ClassifierInput(text=text, image=image)
+
+
+def build_api(service: ClassifierService, settings: Settings) -> FastAPI:
+    """The FastAPI app over ``service``. The same app runs inside Ray Serve and in tests."""
+    metrics = ApiMetrics()
+    app = FastAPI(
+        title="shopsense inference API",
+        version="1",
+        description="Sentiment of e-commerce reviews from their text and product photos.",
+    )
+    app.state.metrics = metrics
+    _add_exception_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.serve.max_body_bytes)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        route = request.url.path
+        start = time.perf_counter()
+        response = await call_next(request)
+        if route.startswith("/v1/"):
+            metrics.latency.labels(route).observe(time.perf_counter() - start)
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        if response.status_code >= 400:
+            metrics.errors.labels(route, str(response.status_code)).inc()
+        return response
+
+    model_cache: dict[str, Any] = {}
+
+    async def model_ref() -> ModelRef:
+        if "model" not in model_cache:
+            info = await service.describe()
+            model_cache["model"] = ModelRef(**info["model"])
+            metrics.model_info.labels(info["model"]["name"], str(info["model"]["version"]),
+                                      info["backend"]).set(1)
+        return model_cache["model"]
+
+    async def predict(reqs: list[SentimentRequest]) -> list[Prediction]:
+        start = time.perf_counter()
+        items = list(await asyncio.gather(*(to_input(r, settings) for r in reqs)))
+        ref = await model_ref()
+        outputs = await service.classify(items)
+        latency = (time.perf_counter() - start) * 1000
+        preds = []
+        for out, batch in outputs:
+            metrics.batch_size.observe(batch)
+            metrics.predictions.labels(out.label, "+".join(out.modalities)).inc()
+            preds.append(Prediction(label=out.label, scores=out.scores, model=ref,
+                                    modalities=out.modalities, latency_ms=round(latency, 2)))
+        return preds
+
+    @app.post("/v1/sentiment", response_model=Prediction, responses=ERROR_RESPONSES,
+              summary="Sentiment of one review (text, photo or both)")
+    async def sentiment(req: SentimentRequest) -> Prediction:
+        return (await predict([req]))[0]
+
+    @app.post("/v1/sentiment/batch", response_model=BatchResponse, responses=ERROR_RESPONSES,
+              summary=f"Sentiment of up to {settings.serve.max_batch_items} reviews, in order")
+    async def sentiment_batch(req: BatchRequest) -> BatchResponse:
+        if not req.items:
+            raise InvalidInput("items is empty")
+        if len(req.items) > settings.serve.max_batch_items:
+            raise PayloadTooLarge(
+                f"{len(req.items)} items; the limit is {settings.serve.max_batch_items}"
+            )
+        return BatchResponse(items=await predict(req.items))
+
+    @app.get("/healthz", summary="Liveness: the API process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: the classifier is loaded and answers",
+             responses={503: {"model": ErrorBody}})
+    async def readyz() -> JSONResponse:
+        try:
+            ref = await asyncio.wait_for(model_ref(), timeout=10)
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return _error(503, "ModelNotReady", f"classifier not ready: {exc}")
+        return JSONResponse({"status": "ready", "model": ref.model_dump()})
+
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class LocalClassifierService:
+    """A backend in this process (tests, tools); no batching across requests."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    async def classify(self, items: list[ClassifierInput]) -> list[tuple[ClassifierOutput, int]]:
+        outs = await asyncio.to_thread(self.backend.predict_batch, items)
+        return [(o, len(items)) for o in outs]
+
+    async def describe(self) -> dict[str, Any]:
+        return {"model": self.backend.model.model_dump(), "backend": self.backend.name}

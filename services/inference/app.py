@@ -1,0 +1,142 @@
+"""The Ray Serve application: ``SentimentAPI`` (FastAPI ingress) -> ``Classifier``.
+
+    app = SentimentAPI.bind(Classifier.bind(args), args)
+
+``Classifier`` wraps one backend (torch or vllm) and batches requests dynamically with
+``@serve.batch``; batch size and wait are retuned live through ``user_config``. Build it with
+``build_app(AppArgs(...))`` or from a Serve config file (``import_path:
+services.inference.app:app_builder``, ``args: {...}``), as KubeRay's serveConfigV2 does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from shopsense.settings import Settings
+
+from services.inference.api import build_api
+from services.inference.backends.base import ClassifierInput, ClassifierOutput
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application (serveConfigV2 ``args``); unset fields come from env."""
+
+    model_uri: str | None = None
+    backend: str | None = None
+    batching: bool | None = None
+    batch_max_size: int | None = None
+    batch_wait_timeout_s: float | None = None
+    classifier_replicas: int | None = None
+    classifier_num_cpus: float = 1.0
+    classifier_num_gpus: float = 0.0
+    settings_env: dict[str, str] = Field(
+        default_factory=dict, description="SHOPSENSE_* variables for the replicas"
+    )
+
+    def settings(self) -> Settings:
+        s = Settings()
+        serve_over = {k: v for k, v in {
+            "model_uri": self.model_uri, "backend": self.backend, "batching": self.batching,
+            "batch_max_size": self.batch_max_size,
+            "batch_wait_timeout_s": self.batch_wait_timeout_s,
+            "classifier_replicas": self.classifier_replicas,
+        }.items() if v is not None}
+        return s.model_copy(update={"serve": s.serve.model_copy(update=serve_over)})
+
+
+def make_backend(settings: Settings):
+    """The one place that knows every backend."""
+    if settings.serve.backend == "torch":
+        from services.inference.backends.torch_backend import TorchBackend
+
+        return TorchBackend(settings, model_uri=settings.serve.model_uri)
+    if settings.serve.backend == "vllm":
+        from services.inference.backends.vllm import VLLMBackend
+
+        return VLLMBackend(settings.vllm)
+    raise ValueError(f"unknown backend {settings.serve.backend!r}; choose torch or vllm")
+
+
+@serve.deployment(name="Classifier", max_ongoing_requests=256)
+class Classifier:
+    def __init__(self, args: dict[str, Any]) -> None:
+        os.environ.update(args.get("settings_env") or {})
+        self.settings = AppArgs(**args).settings()
+        self.backend = make_backend(self.settings)
+        self.batching = self.settings.serve.batching
+        self.predict_batched.set_max_batch_size(self.settings.serve.batch_max_size)
+        self.predict_batched.set_batch_wait_timeout_s(self.settings.serve.batch_wait_timeout_s)
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """Live retuning through ``user_config`` (batching, batch_max_size, batch_wait)."""
+        if "batching" in config:
+            self.batching = bool(config["batching"])
+        if "batch_max_size" in config:
+            self.predict_batched.set_max_batch_size(int(config["batch_max_size"]))
+        if "batch_wait_timeout_s" in config:
+            self.predict_batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def predict_batched(
+        self, items: list[ClassifierInput]
+    ) -> list[tuple[ClassifierOutput, int]]:
+        outputs = await asyncio.to_thread(self.backend.predict_batch, items)
+        return [(o, len(items)) for o in outputs]
+
+    async def predict(self, item: ClassifierInput) -> tuple[ClassifierOutput, int]:
+        if self.batching:
+            return await self.predict_batched(item)
+        return (self.backend.predict_batch([item])[0], 1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.backend.model.model_dump(), "backend": self.backend.name}
+
+
+class HandleClassifierService:
+    """``ClassifierService`` over a Serve handle: one call per item, batched by the replica."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def classify(self, items: list[ClassifierInput]) -> list[tuple[ClassifierOutput, int]]:
+        return list(await asyncio.gather(*(self.handle.predict.remote(i) for i in items)))
+
+    async def describe(self) -> dict[str, Any]:
+        return await self.handle.describe.remote()
+
+
+@serve.deployment(name="SentimentAPI", max_ongoing_requests=512)
+@serve.ingress()
+class SentimentAPI:
+    def __init__(self, classifier: DeploymentHandle, args: dict[str, Any]) -> None:
+        os.environ.update(args.get("settings_env") or {})
+        self.settings = AppArgs(**args).settings()
+        self.service = HandleClassifierService(classifier)
+
+    def __serve_build_asgi_app__(self):
+        return build_api(self.service, self.settings)
+
+
+def build_app(args: AppArgs) -> serve.Application:
+    """The application graph in one expression."""
+    s = args.settings()
+    a = args.model_dump()
+    classifier = Classifier.options(
+        num_replicas=s.serve.classifier_replicas,
+        ray_actor_options={"num_cpus": args.classifier_num_cpus,
+                           "num_gpus": args.classifier_num_gpus},
+    )
+    api = SentimentAPI.options(num_replicas=s.serve.ingress_replicas,
+                               ray_actor_options={"num_cpus": 0})
+    return api.bind(classifier.bind(a), a)
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Entry point for Serve config files: ``import_path: services.inference.app:app_builder``."""
+    return build_app(AppArgs(**args))

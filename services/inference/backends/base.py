@@ -1,0 +1,40 @@
+"""The one seam every classifier backend implements (torch, vllm, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from PIL import Image
+
+from shopsense.schemas import ModelRef
+
+
+@dataclass(frozen=True)
+class ClassifierInput:
+    """One review as the classifier sees it: decoded, validated, at least one modality."""
+
+    text: str | None = None
+    image: Image.Image | None = None  # RGB, already size-checked
+
+    def modalities(self) -> list[str]:
+        return [m for m, v in (("text", self.text), ("image", self.image)) if v is not None]
+
+
+@dataclass(frozen=True)
+class ClassifierOutput:
+    label: str
+    scores: dict[str, float]
+    modalities: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class ClassifierBackend(Protocol):
+    """A backend turns a batch of inputs into a batch of outputs, same length, same order."""
+
+    name: str
+
+    @property
+    def model(self) -> ModelRef: ...
+
+    def predict_batch(self, items: list[ClassifierInput]) -> list[ClassifierOutput]: ...

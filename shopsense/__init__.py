@@ -1,0 +1,11 @@
+"""shopsense: multimodal review sentiment with similar-review retrieval.
+
+The core package: settings, data contracts, object store, data loaders, model definitions,
+registry client and the ``shopsense`` command. Deployables (``services``, ``operators``,
+``pipelines``) import from here, never the other way round.
+"""
+
+__version__ = "0.1.0"
+
+LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+MODEL_NAME = "shopsense-sentiment"

@@ -1,0 +1,51 @@
+"""The platform's exception tree. Each name says the condition; the API maps them to statuses
+in one place (``services/inference/api.py``).
+
+ShopsenseError
+├── InvalidInput            (422) the request is well-formed JSON but its content is unusable
+│   ├── InvalidImage        (422) bytes that are not a supported image, bad base64
+│   └── ImageFetchRefused   (400) URL not allowed: scheme, private/loopback/metadata address
+├── ImageFetchFailed        (400) the URL could not be fetched: timeout, DNS, HTTP error
+├── PayloadTooLarge         (413) bytes, pixels or item counts over a configured cap
+├── ModelNotFound                 no such model / alias in the registry
+├── ModelNotReady           (503) the model is still loading
+└── DataError                     a data file or dataset that cannot be read
+"""
+
+from __future__ import annotations
+
+
+class ShopsenseError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+
+class InvalidInput(ShopsenseError):
+    pass
+
+
+class InvalidImage(InvalidInput):
+    pass
+
+
+class ImageFetchRefused(InvalidInput):
+    pass
+
+
+class ImageFetchFailed(ShopsenseError):
+    pass
+
+
+class PayloadTooLarge(ShopsenseError):
+    pass
+
+
+class ModelNotFound(ShopsenseError):
+    pass
+
+
+class ModelNotReady(ShopsenseError):
+    pass
+
+
+class DataError(ShopsenseError):
+    pass

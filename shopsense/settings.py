@@ -1,0 +1,113 @@
+"""Settings from ``SHOPSENSE_*`` environment variables (nested groups use ``__``).
+
+Example: ``SHOPSENSE_SERVE__PORT=9000`` or ``SHOPSENSE_IMAGES__ALLOW_HOSTS='["cdn.example.com"]'``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    """The shared review data, looked up beside the project (``../shared/data``)."""
+    for base in (Path.cwd(), *Path.cwd().parents):
+        candidate = base.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return Path.cwd().parent / "shared" / "data"
+
+
+class ImageSettings(BaseModel):
+    """Limits for images that arrive in requests (base64 or URL)."""
+
+    max_bytes: int = Field(8 * 1024 * 1024, description="largest encoded image accepted")
+    max_pixels: int = Field(40_000_000, description="largest width*height decoded (bomb guard)")
+    fetch_timeout_s: float = Field(5.0, description="total time allowed for one URL fetch")
+    max_redirects: int = Field(3, description="redirects followed for one URL fetch")
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="hosts or CIDRs allowed even if private/loopback (e.g. a test CDN on 127.0.0.1)",
+    )
+
+
+class ServeSettings(BaseModel):
+    """The HTTP service."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_uri: str | None = Field(
+        None, description="model to serve; default models:/shopsense-sentiment@champion"
+    )
+    backend: str = Field("torch", description="classifier backend: torch | vllm")
+    max_batch_items: int = Field(64, description="largest items list /v1/sentiment/batch accepts")
+    max_text_chars: int = Field(20_000, description="longest review text accepted")
+    max_body_bytes: int = Field(32 * 1024 * 1024, description="largest request body accepted")
+    batch_max_size: int = Field(32, description="@serve.batch max_batch_size")
+    batch_wait_timeout_s: float = Field(0.005, description="@serve.batch batch_wait_timeout_s")
+    batching: bool = Field(True, description="dynamic batching on (False sends items one by one)")
+    classifier_replicas: int = 1
+    ingress_replicas: int = 1
+    threads: int = Field(0, description="torch threads per classifier replica; 0 = all cores")
+
+
+class VLLMSettings(BaseModel):
+    """The GPU path: LLaVA-v1.6 served by vLLM through ray.serve.llm."""
+
+    model_id: str = "llava-hf/llava-v1.6-mistral-7b-hf"
+    model_source: str | None = Field(None, description="local path or registry URI of weights")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint of a running app")
+    api_key: str | None = None
+    max_model_len: int = 4096
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    accelerator_type: str | None = None
+    timeout_s: float = 60.0
+
+
+class Settings(BaseSettings):
+    """Everything the platform reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SHOPSENSE_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    home: Path = Field(Path(".shopsense"), description="local state: registry, stores, caches")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="shared labelled data")
+    store_uri: str | None = Field(None, description="object store root: file://… or s3://bucket/prefix")
+    s3_endpoint: str | None = Field(None, description="MinIO/S3 endpoint host:port for s3:// URIs")
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_secure: bool = False
+    mlflow_tracking_uri: str | None = Field(None, description="default: sqlite under home")
+    model_name: str = "shopsense-sentiment"
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings)
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+
+    def resolved_home(self) -> Path:
+        home = self.home.expanduser().resolve()
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{self.resolved_home() / 'mlflow.db'}"
+
+    def artifact_root(self) -> str:
+        return (self.resolved_home() / "mlartifacts").as_uri()
+
+    def default_store_uri(self) -> str:
+        return self.store_uri or (self.resolved_home() / "store").as_uri()
+
+    def default_model_uri(self) -> str:
+        return self.serve.model_uri or f"models:/{self.model_name}@champion"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
