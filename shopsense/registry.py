@@ -150,13 +150,13 @@ def decide_champion(
         resolved = resolve(settings, f"models:/{name}/{champ.version}")
         champ_score = float(champion_scorer(resolved.bundle_dir)["macro_f1"])
     if champ_score is None:
-        return {"promote": False, "previous": champ.version,
+        return {"promote": False, "previous": str(champ.version),
                 "reason": f"champion v{champ.version} was scored on other data; not compared"}
     promote = score > champ_score
     verb = "beats" if promote else "does not beat"
     return {
         "promote": promote,
-        "previous": champ.version,
+        "previous": str(champ.version),
         "champion_score": champ_score,
         "reason": f"v{version} {PRIMARY_METRIC}={score:.4f} {verb} "
                   f"champion v{champ.version} {champ_score:.4f} on the same held-out data",

@@ -82,7 +82,8 @@ def add_lora(encoder: nn.Module, cfg: ModelConfig) -> nn.Module:
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.lora_targets,
+        # Only the encoder layers: the BERT pooler's dense layer is unused (we mean-pool).
+        target_modules=r".*encoder\.layer\.\d+\..*\.(" + "|".join(cfg.lora_targets) + ")",
         bias="none",
     )
     return get_peft_model(encoder, lora)

