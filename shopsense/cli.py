@@ -109,6 +109,7 @@ def train(
             evaluation=result.evaluation,
             eval_records=result.eval_records,
             champion_scorer=rescore,
+            tags={"recipe": recipe},
         )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, default=str))

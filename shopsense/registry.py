@@ -117,7 +117,7 @@ def log_and_register(
     primary = float(metrics[PRIMARY_METRIC])
     for key, value in {"eval_digest": digest, PRIMARY_METRIC: f"{primary:.6f}",
                        "eval_accuracy": f"{metrics.get('eval_accuracy', 0):.6f}",
-                       "run_id": run_id}.items():
+                       "run_id": run_id, **(tags or {})}.items():
         c.set_model_version_tag(name, version, key, value)
 
     decision = decide_champion(settings, version=version, score=primary, digest=digest,
@@ -227,7 +227,10 @@ def list_versions(settings: Settings) -> list[dict[str, Any]]:
         aliases.setdefault(str(ver), []).append(alias)
     out = []
     for mv in c.search_model_versions(f"name='{name}'"):
-        out.append({"version": mv.version, "aliases": aliases.get(str(mv.version), []),
+        recipe = mv.tags.get("recipe")
+        if recipe is None and mv.run_id:
+            recipe = c.get_run(mv.run_id).data.params.get("recipe")
+        out.append({"recipe": recipe, "version": mv.version, "aliases": aliases.get(str(mv.version), []),
                     PRIMARY_METRIC: mv.tags.get(PRIMARY_METRIC),
                     "decision": mv.tags.get("champion_decision"),
                     "created": mv.creation_timestamp})
