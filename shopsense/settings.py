@@ -13,8 +13,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
-    """The shared review data, looked up beside the project (``../shared/data``)."""
-    for base in (Path.cwd(), *Path.cwd().parents):
+    """The shared review data, looked up beside the project (``../shared/data``), from the
+    working directory up, then from this checkout (editable installs) up."""
+    here = Path(__file__).resolve().parent
+    for base in (Path.cwd(), *Path.cwd().parents, here, *here.parents):
         candidate = base.parent / "shared" / "data"
         if candidate.is_dir():
             return candidate

@@ -1,0 +1,51 @@
+import json
+import os
+import subprocess
+import sys
+
+from shopsense.settings import Settings
+
+
+def run_cli(*args, env=None, cwd=None):
+    return subprocess.run([sys.executable, "-c", "from shopsense.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_settings_come_from_shopsense_env(monkeypatch):
+    monkeypatch.setenv("SHOPSENSE_SERVE__PORT", "9123")
+    monkeypatch.setenv("SHOPSENSE_IMAGES__ALLOW_HOSTS", '["cdn.example.com", "10.0.0.0/8"]')
+    monkeypatch.setenv("SHOPSENSE_MODEL_NAME", "other")
+    s = Settings()
+    assert s.serve.port == 9123 and s.images.allow_hosts == ["cdn.example.com", "10.0.0.0/8"]
+    assert s.default_model_uri() == "models:/other@champion"
+    assert s.tracking_uri().startswith("sqlite:///")
+
+
+def test_help_lists_every_subcommand():
+    p = run_cli("--help")
+    assert p.returncode == 0
+    for cmd in ("train", "prepare", "evaluate", "serve", "stop", "demo", "data", "models"):
+        assert cmd in p.stdout
+
+
+def test_bad_setting_is_one_readable_line(tmp_path):
+    p = run_cli("models", "list", env={**os.environ, "SHOPSENSE_SERVE__PORT": "abc",
+                                       "SHOPSENSE_HOME": str(tmp_path)})
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == ("error: invalid setting serve.port: Input should be a valid "
+                                "integer, unable to parse string as an integer")
+
+
+def test_data_sets_and_export_eval(data_dir, tmp_path):
+    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data_dir), "SHOPSENSE_HOME": str(tmp_path)}
+    p = run_cli("data", "sets", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "blitzer-dvd" in p.stdout and "negative=1000" in p.stdout
+    out = tmp_path / "eval.jsonl"
+    p = run_cli("data", "export-eval", "--sets", "uci-imdb", "--limit", "10", "--out", str(out),
+                env=env)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 10 and {"text", "label", "category"} <= set(rows[0])
+    p = run_cli("data", "export-eval", "--sets", "nope", "--out", str(out), env=env)
+    assert p.returncode == 2 and p.stderr.startswith("error:")
