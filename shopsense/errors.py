@@ -9,6 +9,7 @@ ShopsenseError
 ├── PayloadTooLarge         (413) bytes, pixels or item counts over a configured cap
 ├── ModelNotFound                 no such model / alias in the registry
 ├── ModelNotReady           (503) the model is still loading
+├── UpstreamError           (502) a model server behind the API answered nonsense
 └── DataError                     a data file or dataset that cannot be read
 """
 
@@ -44,6 +45,10 @@ class ModelNotFound(ShopsenseError):
 
 
 class ModelNotReady(ShopsenseError):
+    pass
+
+
+class UpstreamError(ShopsenseError):
     pass
 
 

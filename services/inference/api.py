@@ -25,6 +25,7 @@ from shopsense.errors import (
     ModelNotReady,
     PayloadTooLarge,
     ShopsenseError,
+    UpstreamError,
 )
 from shopsense.images import decode_image, load_image_bytes
 from shopsense.schemas import ModelRef, Prediction
@@ -78,9 +79,10 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (ImageFetchFailed, 400),
     (InvalidInput, 422),
     (ModelNotReady, 503),
+    (UpstreamError, 502),
 ]
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 413, 422, 502, 503)
 }
 
 

@@ -32,7 +32,7 @@ import httpx
 from PIL import Image
 
 from shopsense import LABELS
-from shopsense.errors import InvalidInput, ModelNotReady, ShopsenseError
+from shopsense.errors import InvalidInput, ModelNotReady, UpstreamError
 from shopsense.schemas import ModelRef
 from shopsense.settings import Settings, VLLMSettings
 
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 
-class BackendResponseError(ShopsenseError):
+class BackendResponseError(UpstreamError):
     """The model server answered something that is not a usable classification: an error
     object, an HTTP error, no choices, content that is not the constrained JSON."""
 

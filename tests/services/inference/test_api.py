@@ -171,3 +171,25 @@ def test_image_url_from_an_allow_listed_host(torch_backend, image_server):
     assert r.json()["modalities"] == ["text", "image"]
     refused = make_client(torch_backend).post("/v1/sentiment", json={"image": image_server})
     assert refused.status_code == 400
+
+
+def test_vllm_backend_failures_map_to_502_and_503():
+    """The API over the real vLLM backend code, with the model server's answers injected."""
+    import httpx
+
+    from services.inference.backends.vllm import VLLMBackend
+    from shopsense.settings import VLLMSettings
+
+    def garbage(request):
+        return httpx.Response(200, json={"choices": [{"message": {"content": "I think it's ok"}}]})
+
+    def down(request):
+        return httpx.Response(503, json={"error": {"message": "engine loading"}})
+
+    for handler, status in ((garbage, 502), (down, 503)):
+        backend = VLLMBackend(VLLMSettings(base_url="http://vllm.invalid:8000"),
+                              transport=httpx.MockTransport(handler))
+        c = TestClient(build_api(LocalClassifierService(backend), Settings()))
+        r = c.post("/v1/sentiment", json={"text": "fine"})
+        assert r.status_code == status, r.text
+        assert r.json()["message"]
