@@ -289,6 +289,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", module=r"mlflow\..*")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         from transformers.utils import logging as hf_logging

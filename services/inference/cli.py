@@ -56,6 +56,11 @@ def serve_cmd(
     host = host or s.serve.host
     port = port or s.serve.port
     url = f"http://{host}:{port}"
+    if (backend or s.serve.backend) == "torch":
+        # Fail fast, in one line, on a model that does not resolve (before Ray starts).
+        from shopsense.registry import resolve
+
+        resolve(s, model)
     if background:
         argv = [sys.executable, "-c", "from shopsense.cli import main; main()", "serve",
                 "--host", host, "--port", str(port)]

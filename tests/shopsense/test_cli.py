@@ -49,3 +49,11 @@ def test_data_sets_and_export_eval(data_dir, tmp_path):
     assert len(rows) == 10 and {"text", "label", "category"} <= set(rows[0])
     p = run_cli("data", "export-eval", "--sets", "nope", "--out", str(out), env=env)
     assert p.returncode == 2 and p.stderr.startswith("error:")
+
+
+def test_serve_with_an_unknown_model_fails_fast_in_one_line(tmp_path):
+    p = run_cli("serve", "--model", "models:/nope@champion",
+                env={**os.environ, "SHOPSENSE_HOME": str(tmp_path)})
+    assert p.returncode == 2
+    assert p.stderr.strip().splitlines() == [
+        f"error: models:/nope@champion: not in the registry at sqlite:///{tmp_path}/mlflow.db"]
