@@ -10,22 +10,7 @@ import pytest
 from shopsense.errors import DataError
 from shopsense.settings import Settings
 from shopsense.store import LocalStore, ObjectNotFound, S3Store, open_store, read_uri
-from tests.shopsense.data._s3 import moto_s3_server, new_local_store, new_s3_store
-
-
-@pytest.fixture(scope="module")
-def s3_settings():
-    # moto's ThreadedMotoServer is a real S3-compatible HTTP server on 127.0.0.1: the faithful
-    # substitute for MinIO (see tests/shopsense/data/_s3.py)
-    with moto_s3_server() as settings:
-        yield settings
-
-
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return new_local_store(tmp_path)
-    return new_s3_store(request.getfixturevalue("s3_settings"))
+from tests.shopsense._s3 import new_s3_store
 
 
 # ------------------------------------------------------------------------- shared contract

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from ._s3 import moto_s3_server, new_local_store, new_s3_store
+from tests.shopsense._s3 import moto_s3_server, new_local_store, new_s3_store
 
 
 @pytest.fixture(scope="session")
 def s3_settings():
+    # moto's ThreadedMotoServer is a real S3-compatible HTTP server on 127.0.0.1: the faithful
+    # substitute for MinIO (see tests/shopsense/_s3.py)
     with moto_s3_server() as settings:
         yield settings
 
