@@ -257,6 +257,33 @@ def data_export_eval(
     typer.echo(f"wrote {len(rows)} records to {out}")
 
 
+@data_app.command("import")
+def data_import(
+    sets: str = typer.Option(..., "--sets", help="comma-separated set names (see `data sets`)"),
+    to: Optional[str] = typer.Option(None, "--to", help="dataset URI: file://DIR/PREFIX or "
+                                     "s3://bucket/prefix (default: the store, imported/<sets>)"),
+) -> None:
+    """Import labelled sets as one dataset (reviews.jsonl + manifest.json) in the object store.
+
+    The write is atomic: a failure leaves any previous dataset at that prefix intact."""
+    from shopsense.data.dataset import write_dataset
+    from shopsense.data.loaders import load_set
+    from shopsense.store import open_store
+
+    s = get_settings()
+    names = [x.strip() for x in sets.split(",") if x.strip()]
+    reviews = [r for name in names for r in load_set(name, s.data_dir)]
+    uri = to or f"{s.default_store_uri().rstrip('/')}/imported/{'+'.join(names)}"
+    root, _, prefix = uri.rpartition("/")
+    if not prefix or "://" not in root:
+        fail(f"--to must look like file:///dir/prefix or s3://bucket/prefix, got {uri!r}")
+    store = open_store(root, s)
+    manifest = write_dataset(store, prefix, reviews, name="+".join(names),
+                             provenance=[{"command": "shopsense data import", "sets": names,
+                                          "data_dir": s.data_dir.name}])
+    typer.echo(f"wrote {manifest.count} reviews to {uri} (digest {manifest.digest[:12]})")
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Versions of the model with their aliases, score and champion decision."""

@@ -57,3 +57,18 @@ def test_serve_with_an_unknown_model_fails_fast_in_one_line(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == [
         f"error: models:/nope@champion: not in the registry at sqlite:///{tmp_path}/mlflow.db"]
+
+
+def test_data_import_writes_a_dataset_to_the_store(data_dir, tmp_path):
+    from shopsense.data.dataset import read_dataset
+    from shopsense.store import open_store
+
+    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data_dir), "SHOPSENSE_HOME": str(tmp_path)}
+    uri = (tmp_path / "store").as_uri() + "/uci"
+    p = run_cli("data", "import", "--sets", "uci-amazon,uci-imdb", "--to", uri, env=env)
+    assert p.returncode == 0, p.stderr
+    manifest, reviews = read_dataset(open_store((tmp_path / "store").as_uri()), "uci")
+    assert manifest.count == 2000 and manifest.labels.positive == 1000
+    assert len(list(reviews)) == 2000
+    p = run_cli("data", "import", "--sets", "uci-amazon", "--to", "nowhere", env=env)
+    assert p.returncode == 2 and p.stderr.startswith("error: --to must look like")
