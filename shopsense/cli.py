@@ -38,12 +38,14 @@ def fail(message: str, code: int = 2) -> None:
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
-        handlers=[RichHandler(console=None, show_path=False, rich_tracebacks=False)],
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False,
+                              rich_tracebacks=False)],
     )
     for noisy in ("httpx", "urllib3", "alembic", "mlflow", "filelock", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

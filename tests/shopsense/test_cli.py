@@ -72,3 +72,19 @@ def test_data_import_writes_a_dataset_to_the_store(data_dir, tmp_path):
     assert len(list(reviews)) == 2000
     p = run_cli("data", "import", "--sets", "uci-amazon", "--to", "nowhere", env=env)
     assert p.returncode == 2 and p.stderr.startswith("error: --to must look like")
+
+
+def test_train_cli_registers_and_prints_clean_json(data_dir, tmp_path):
+    env = {**os.environ, "SHOPSENSE_DATA_DIR": str(data_dir), "SHOPSENSE_HOME": str(tmp_path)}
+    p = run_cli("train", "--recipe", "demo", "--train-sets", "uci-amazon", "--eval-sets",
+                "uci-imdb", "--max-train-per-set", "24", "--max-eval-per-set", "16",
+                "--epochs", "0.5", "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)  # logs go to stderr: stdout is the JSON alone
+    assert out["registry"]["version"] == "1" and out["registry"]["promote"] is True
+    assert out["eval"]["n"] == 16
+    listing = run_cli("models", "list", env=env)
+    assert "v1" in listing.stdout and "champion" in listing.stdout
+    p = run_cli("train", "--train-sets", "nope", "--json", env=env)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error:")
+    assert "Traceback" not in p.stderr
