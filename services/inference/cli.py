@@ -100,7 +100,9 @@ def serve_cmd(
     # Logical CPUs: the ingress takes none, the classifier one; Serve's own actors need room.
     ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
              configure_logging=False, log_to_driver=False)
-    serve.start(http_options={"host": host, "port": port}, logging_config={"log_level": "WARNING"})
+    # No per-request access log: on a small machine it costs a measurable share of CPU.
+    serve.start(http_options={"host": host, "port": port},
+                logging_config={"log_level": "WARNING", "enable_access_log": False})
     serve.run(build_app(args), name="shopsense", route_prefix="/")
     typer.echo(f"serving on {url} (docs {url}/docs); Ctrl-C stops", err=True)
     stop = {"flag": False}
