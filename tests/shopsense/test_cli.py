@@ -24,7 +24,8 @@ def test_settings_come_from_shopsense_env(monkeypatch):
 def test_help_lists_every_subcommand():
     p = run_cli("--help")
     assert p.returncode == 0
-    for cmd in ("train", "prepare", "evaluate", "serve", "stop", "demo", "data", "models"):
+    for cmd in ("train", "prepare", "evaluate", "serve", "stop", "demo", "data", "models",
+                "index", "search", "retrieval"):
         assert cmd in p.stdout
 
 

@@ -1,0 +1,239 @@
+"""``shopsense index``, ``shopsense search`` and ``shopsense retrieval evaluate|status``: the
+retrieval service's sub-commands, registered on the root command by ``register(app)`` (entry
+point group ``shopsense.commands``). ``python -m services.retrieval.cli ...`` runs the root
+command with them registered, for use before the entry point is installed.
+
+Errors are ShopsenseError subclasses: the root command prints them as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from shopsense.errors import InvalidInput
+
+log = logging.getLogger("shopsense.retrieval")
+
+retrieval_app = typer.Typer(help="Similar-review retrieval: quality and state of the indexes.",
+                            no_args_is_help=True)
+
+
+def _settings():
+    from services.retrieval.settings import RetrievalSettings
+
+    return RetrievalSettings()
+
+
+def _split_ids(value: str) -> list[str]:
+    if value.strip() == "-":
+        value = sys.stdin.read()
+    return [i for i in value.replace(",", " ").split() if i]
+
+
+def index_cmd(
+    data: list[str] | None = typer.Option(
+        None, "--data", help="set name (blitzer-dvd …), dataset URI/dir with manifest.json, or "
+        "a JSONL file of reviews; repeat for several"),
+    delete: str | None = typer.Option(
+        None, "--delete", help="review ids to remove from both indexes (comma/space separated; "
+        "'-' reads them from stdin)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Index reviews into the dense (Qdrant) and sparse (BM25) indexes, or delete them.
+
+    Re-running upserts by review id. A review's first image is embedded too, when it has one."""
+    from services.retrieval.retriever import HybridRetriever
+    from services.retrieval.sources import open_source
+
+    if bool(data) == (delete is not None):
+        raise InvalidInput("give --data PATH to index or --delete IDS to remove (one of them)")
+    settings = _settings()
+    if delete is not None:
+        ids = _split_ids(delete)
+        if not ids:
+            raise InvalidInput("--delete got no ids")
+        with HybridRetriever.open(settings) as retriever:
+            rep = retriever.delete(ids)
+        if as_json:
+            typer.echo(json.dumps(rep.as_dict()))
+        else:
+            msg = f"deleted {rep.deleted} of {rep.requested} reviews from both indexes"
+            if rep.not_found:
+                msg += f" ({len(rep.not_found)} were not indexed)"
+            typer.echo(msg)
+        return
+    sources = [open_source(d) for d in data or []]  # fail on a bad --data before any write
+    reports = []
+    with HybridRetriever.open(settings) as retriever:
+        for src in sources:
+            rep = retriever.index(src.reviews, image_loader=src.image_loader, progress=True,
+                                  total=src.total, description=f"index {src.description}")
+            reports.append({"data": src.description, **rep.as_dict()})
+            if not as_json:
+                extra = f", {rep.with_image} with an image" if rep.with_image else ""
+                if rep.image_errors:
+                    extra += f", {len(rep.image_errors)} images unreadable (indexed by text)"
+                typer.echo(f"indexed {rep.indexed} reviews from {src.description}{extra} into "
+                           f"{rep.dense} and {rep.sparse} in {rep.seconds:.1f}s")
+    if as_json:
+        typer.echo(json.dumps(reports[0] if len(reports) == 1 else reports))
+
+
+def _read_query_image(value: str) -> bytes:
+    from shopsense.images import load_image_bytes
+    from shopsense.settings import get_settings
+
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.read_bytes()
+    if value.startswith(("http://", "https://", "data:")) or len(value) > 256:
+        return load_image_bytes(value, get_settings().images)
+    raise InvalidInput(f"--image {value!r}: no such file (give a path, an http(s) URL, a data: "
+                       "URL or base64)")
+
+
+def search_cmd(
+    query: str | None = typer.Argument(None, help="what to look for (text)"),
+    image: str | None = typer.Option(None, "--image", help="query image: path or URL"),
+    k: int = typer.Option(10, "--k", help="how many reviews"),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | sparse"),
+    category: str | None = typer.Option(None, "--category", help="exact product category"),
+    label: str | None = typer.Option(None, "--label", help="negative | neutral | positive"),
+    product: str | None = typer.Option(None, "--product", help="exact product id"),
+    rating_gte: float | None = typer.Option(None, "--rating-gte", help="rating >= N"),
+    rating_lte: float | None = typer.Option(None, "--rating-lte", help="rating <= N"),
+    fusion: str | None = typer.Option(None, "--fusion", help="rrf | weighted (default from "
+                                         "SHOPSENSE_RETRIEVAL__FUSION)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+) -> None:
+    """Reviews similar to QUERY (and/or --image), with each retriever's score and the fused one."""
+    from pydantic import ValidationError
+
+    from services.retrieval.retriever import MAX_K, HybridRetriever
+    from services.retrieval.schema import MODES, Filters
+
+    # validate everything before opening indexes or loading models
+    if mode not in MODES:
+        raise InvalidInput(f"--mode {mode!r}: choose {', '.join(MODES)}")
+    if not 1 <= k <= MAX_K:
+        raise InvalidInput(f"--k must be between 1 and {MAX_K}, got {k}")
+    if fusion is not None and fusion not in ("rrf", "weighted"):
+        raise InvalidInput(f"--fusion {fusion!r}: choose rrf or weighted")
+    if rating_gte is not None and rating_lte is not None and rating_gte > rating_lte:
+        raise InvalidInput(f"--rating-gte {rating_gte:g} is above --rating-lte {rating_lte:g}")
+    try:
+        filters = Filters(category=category, label=label, product=product,
+                          rating_gte=rating_gte, rating_lte=rating_lte)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "--" + ".".join(str(p) for p in first.get("loc", ())).replace("_", "-")
+        msg = str(first.get("msg")).removeprefix("Value error, ")
+        raise InvalidInput(f"{where if where != '--' else 'filters'}: {msg}") from None
+    if not (query or "").strip() and image is None:
+        raise InvalidInput("give a QUERY text, an --image or both")
+    if mode == "sparse" and image is not None:
+        raise InvalidInput("--mode sparse (BM25) cannot use --image; use hybrid or dense")
+    image_bytes = _read_query_image(image) if image is not None else None
+    settings = _settings()
+    with HybridRetriever.open(settings) as retriever:
+        hits = retriever.search(query, image_bytes, k=k, filters=filters, mode=mode,
+                                fusion=fusion)
+    if as_json:
+        out: dict[str, Any] = {
+            "query": query, "image": image, "mode": mode, "k": k,
+            "fusion": fusion or settings.fusion,
+            "filters": filters.model_dump(exclude_none=True),
+            "hits": [h.model_dump() for h in hits],
+        }
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    import shutil
+
+    width = max(40, shutil.get_terminal_size((100, 20)).columns)
+    lists = list(hits[0].scores) if hits else []
+    how = f", {fusion or settings.fusion} fusion" if len(lists) > 1 else ""
+    typer.echo(f"{len(hits)} review{'' if len(hits) == 1 else 's'} ({mode}{how})")
+    for n, h in enumerate(hits, start=1):
+        per = "  ".join(f"{name} " + ("-" if h.scores[name] is None
+                                      else f"{h.scores[name]:.3f} #{h.ranks[name]}")
+                        for name in lists)
+        meta = "  ".join(x for x in (h.label, None if h.rating is None else f"{h.rating:g}/5",
+                                      h.category) if x)
+        typer.echo(f"{n:>3}. {h.score:.4f}  {per}  {meta}  {h.id}")
+        text = " ".join((((h.title + ". ") if h.title else "") + h.text).split())
+        room = width - 5
+        typer.echo("     " + (text if len(text) <= room else text[: room - 1] + "…"))
+
+
+def evaluate_cmd(
+    beir: Path = typer.Option(..., "--beir", help="BEIR directory: corpus.jsonl, queries.jsonl, "
+                              "qrels/<split>.tsv"),
+    split: str = typer.Option("test", "--split", help="qrels file name without .tsv"),
+    max_queries: int | None = typer.Option(None, "--max-queries",
+                                              help="evaluate at most N queries"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """nDCG@10, Recall@100 and MRR@10 of every mode (dense, sparse, hybrid) on a BEIR
+    collection, indexed into a throw-away index."""
+    from services.retrieval.beir import EVAL_MODES, METRICS, evaluate_beir
+
+    if max_queries is not None and max_queries < 1:
+        raise InvalidInput("--max-queries must be >= 1")
+    result = evaluate_beir(beir, _settings(), split=split, max_queries=max_queries,
+                           progress=True)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{beir} ({result['queries']} queries, {result['corpus']} documents)")
+    table.add_column("mode")
+    for m in METRICS:
+        table.add_column(m)
+    for mode in EVAL_MODES:
+        table.add_row(mode, *(f"{result[mode][m]:.4f}" for m in METRICS))
+    Console().print(table)
+
+
+def status_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
+    """Where the indexes are, how many reviews each holds, and any interrupted write."""
+    from services.retrieval.retriever import HybridRetriever
+
+    with HybridRetriever.open(_settings()) as retriever:
+        st = retriever.status()
+    if as_json:
+        typer.echo(json.dumps(st))
+        return
+    typer.echo(f"dense : {st['dense']['count']:>8} reviews  {st['dense']['where']}")
+    typer.echo(f"sparse: {st['sparse']['count']:>8} reviews  {st['sparse']['where']}")
+    if st["pending"]:
+        typer.echo(f"pending: {len(st['pending'])} reviews from an interrupted write "
+                   "(repaired by the next index/delete)")
+
+
+retrieval_app.command("evaluate")(evaluate_cmd)
+retrieval_app.command("status")(status_cmd)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``index``, ``search`` and the ``retrieval`` group to the root command (once)."""
+    if getattr(app, "_shopsense_retrieval_registered", False):
+        return
+    app.command("index")(index_cmd)
+    app.command("search")(search_cmd)
+    app.add_typer(retrieval_app, name="retrieval")
+    app._shopsense_retrieval_registered = True  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    from shopsense import cli as root
+
+    register(root.app)
+    root.main()
