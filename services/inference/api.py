@@ -145,6 +145,37 @@ class BodySizeLimit:
             return await too_large(scope, receive, send)
 
 
+class ObserveRequests:
+    """ASGI middleware: request counts, errors and latency per route (pure ASGI: Starlette's
+    ``BaseHTTPMiddleware`` costs a task and a stream per request)."""
+
+    def __init__(self, app, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope.get("path", "")
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            code = status["code"]
+            if route.startswith("/v1/"):
+                self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            self.metrics.requests.labels(route, str(code)).inc()
+            if code >= 400:
+                self.metrics.errors.labels(route, str(code)).inc()
+
+
 async def to_input(req: SentimentRequest, settings: Settings) -> ClassifierInput:
     """Validate one request item and decode its image (off the event loop)."""
     text = req.text
@@ -182,17 +213,7 @@ def build_api(service: ClassifierService, settings: Settings) -> FastAPI:
     _add_exception_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.serve.max_body_bytes)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
-        route = request.url.path
-        start = time.perf_counter()
-        response = await call_next(request)
-        if route.startswith("/v1/"):
-            metrics.latency.labels(route).observe(time.perf_counter() - start)
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            metrics.errors.labels(route, str(response.status_code)).inc()
-        return response
+    app.add_middleware(ObserveRequests, metrics=metrics)
 
     model_cache: dict[str, Any] = {}
 
