@@ -9,7 +9,6 @@ file holds only two labels, the prediction is the more likely of those two.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -17,6 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from shopsense import LABELS
+from shopsense.data.jsonl import iter_json_objects
 from shopsense.errors import DataError
 
 ProbaFn = Callable[[Sequence[str | None], Sequence[Any]], np.ndarray]
@@ -24,31 +24,19 @@ ProbaFn = Callable[[Sequence[str | None], Sequence[Any]], np.ndarray]
 
 def read_eval_file(path: Path) -> list[dict[str, Any]]:
     """Read and check an evaluation JSONL file; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(rec, dict):
-                raise DataError(f"{path}:{lineno}: each line must be a JSON object")
-            if rec.get("label") not in LABELS:
-                raise DataError(
-                    f"{path}:{lineno}: label must be one of {', '.join(LABELS)}, "
-                    f"got {rec.get('label')!r}"
-                )
-            text = rec.get("text")
-            if text is not None and not isinstance(text, str):
-                raise DataError(f"{path}:{lineno}: text must be a string")
-            if not (text and text.strip()) and not rec.get("image"):
-                raise DataError(f"{path}:{lineno}: needs text or image")
-            records.append(rec)
+    for lineno, rec in iter_json_objects(Path(path)):
+        if rec.get("label") not in LABELS:
+            raise DataError(
+                f"{path}:{lineno}: label must be one of {', '.join(LABELS)}, "
+                f"got {rec.get('label')!r}"
+            )
+        text = rec.get("text")
+        if text is not None and not isinstance(text, str):
+            raise DataError(f"{path}:{lineno}: text must be a string")
+        if not (text and text.strip()) and not rec.get("image"):
+            raise DataError(f"{path}:{lineno}: needs text or image")
+        records.append(rec)
     if not records:
         raise DataError(f"{path}: no records")
     return records

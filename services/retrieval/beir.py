@@ -29,7 +29,6 @@ query and fuses them for ``hybrid`` exactly as ``HybridRetriever.search`` does.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
@@ -42,6 +41,7 @@ from typing import Any
 
 from services.retrieval.schema import Doc
 from services.retrieval.settings import RetrievalSettings
+from shopsense.data.jsonl import iter_json_objects
 from shopsense.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -130,24 +130,12 @@ class BeirCollection:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    try:
-        f = open(path, encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file (BEIR layout: corpus.jsonl, queries.jsonl, "
-                        "qrels/test.tsv)") from None
-    with f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-            except UnicodeDecodeError as exc:  # pragma: no cover - raised by iteration
-                raise DataError(f"{path}:{lineno}: not UTF-8 ({exc.reason})") from None
-            if not isinstance(obj, dict) or obj.get("_id") is None:
-                raise DataError(f"{path}:{lineno}: expected an object with an _id")
-            yield lineno, obj
+    for lineno, obj in iter_json_objects(
+        path, missing="no such file (BEIR layout: corpus.jsonl, queries.jsonl, qrels/test.tsv)"
+    ):
+        if obj.get("_id") is None:
+            raise DataError(f"{path}:{lineno}: expected an object with an _id")
+        yield lineno, obj
 
 
 def _text(value: Any) -> str:

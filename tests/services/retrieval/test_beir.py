@@ -92,7 +92,7 @@ def test_load_beir_is_robust(tmp_path):
     (lambda r: (r / "corpus.jsonl").unlink(), "corpus.jsonl: no such file"),
     (lambda r: (r / "qrels" / "test.tsv").unlink(), "test.tsv: no such file"),
     (lambda r: (r / "corpus.jsonl").write_text('{"_id": "1"}\n{oops\n'),
-     "corpus.jsonl:2: invalid JSON"),
+     "corpus.jsonl:2: not valid JSON"),
     (lambda r: (r / "queries.jsonl").write_text('{"text": "no id"}\n'),
      "queries.jsonl:1: expected"),
     (lambda r: (r / "qrels" / "test.tsv").write_text("q\td\ts\n1\t1\tx\n"), "test.tsv:2: score"),
