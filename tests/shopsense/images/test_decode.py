@@ -127,7 +127,7 @@ def test_pixel_cap_from_header_without_allocating() -> None:
     start = time.perf_counter()
     with pytest.raises(PayloadTooLarge, match="pixels"):
         decode_image(data, **LIMITS)
-    assert time.perf_counter() - start < 0.5  # nothing of 7.5 GB was allocated
+    assert time.perf_counter() - start < 10  # generous: decoding 7.5 GB would take minutes
 
 
 def test_pillow_bomb_error_becomes_payload_too_large() -> None:
