@@ -55,6 +55,10 @@ class TrainConfig(BaseModel):
     p_text_only: float = 0.45
     p_image_only: float = 0.2  # remainder: text and image together
     p_uninformative_image: float = 0.3  # of text+image samples: a neutral photo, text's label
+    # Of text+image samples whose text is neutral: a damaged or pristine photo, whose label
+    # wins ("arrived like this" + a cracked screen is negative). Teaches the head to use the
+    # photo when the words carry no sentiment, instead of leaning on text alone.
+    p_photo_decides: float = 0.6
     seed: int = 13
     threads: int = 0
     random_init: bool = False  # tests: untrained encoders of the same architecture
@@ -198,6 +202,9 @@ def train(
             u = rng.random()
             if u < config.p_text_only / max(1e-9, 1 - config.p_image_only):
                 samples.append((row["text"], None, y))
+            elif row["label"] == "neutral" and rng.random() < config.p_photo_decides:
+                lbl = rng.choice(("negative", "positive"))
+                samples.append((row["text"], rng.choice(pool_by_label[lbl]), label_idx[lbl]))
             else:
                 lbl = "neutral" if rng.random() < config.p_uninformative_image else row["label"]
                 samples.append((row["text"], rng.choice(pool_by_label[lbl]), y))
