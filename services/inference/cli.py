@@ -184,18 +184,19 @@ def demo_cmd(
         typer.echo(json.dumps([r.json() for _, _, r in rows] + [batch.json()], indent=2))
         return
     t = Table(title=f"shopsense at {url}")
-    for col in ("request", "text", "label", "scores (neg/neu/pos)", "modalities", "ms"):
-        t.add_column(col)
+    for col in ("request", "text", "label", "neg / neu / pos", "modalities", "ms"):
+        t.add_column(col, no_wrap=col != "text", max_width=34 if col == "text" else None)
     for name, text, r in rows:
         if r.status_code != 200:
-            t.add_row(name, text[:40], f"HTTP {r.status_code}", r.text[:60], "", "")
+            t.add_row(name, text, f"HTTP {r.status_code}", r.text[:60], "", "")
             continue
         p = r.json()
         sc = p["scores"]
-        t.add_row(name, text[:40], p["label"],
-                  f"{sc['negative']:.2f}/{sc['neutral']:.2f}/{sc['positive']:.2f}",
+        t.add_row(name, text, p["label"],
+                  f"{sc['negative']:.2f} / {sc['neutral']:.2f} / {sc['positive']:.2f}",
                   "+".join(p["modalities"]), f"{p['latency_ms']:.0f}")
-    Console().print(t)
+    # Wide enough for the table when the output is a file or a pipe (make, CI logs).
+    Console(width=None if sys.stdout.isatty() else 130).print(t)
     if batch.status_code == 200:
         labels = [p["label"] for p in batch.json()["items"]]
         typer.echo(f"batch of 3 -> {labels}; model {rows[0][2].json()['model']}")
