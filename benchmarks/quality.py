@@ -1,6 +1,6 @@
 """Quality on real reviews held out from training: models beside both baselines.
 
-    .venv/bin/python benchmarks/quality.py                 # latest demo + full versions
+    .venv/bin/python benchmarks/quality.py                 # every registered version
     .venv/bin/python benchmarks/quality.py --model champion=models:/shopsense-sentiment@champion
 
 Held-out sets (never trained on by either recipe): Blitzer ``dvd`` (Amazon DVD reviews, a
@@ -28,7 +28,7 @@ from shopsense.settings import get_settings  # noqa: E402
 
 
 def default_models() -> dict[str, str]:
-    """The newest registered version of each recipe (demo, full), plus the champion."""
+    """Every registered version, labelled by the recipe that trained it."""
     from shopsense import registry
 
     s = get_settings()
@@ -78,7 +78,7 @@ def print_table(results: list[dict]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", action="append", default=[],
-                    help="LABEL=URI (repeatable); default: newest version of each recipe")
+                    help="LABEL=URI (repeatable); default: every registered version")
     ap.add_argument("--sets", default=",".join(DEFAULT_EVAL_SETS))
     ap.add_argument("--limit", type=int, default=None, help="at most N reviews per set")
     ap.add_argument("--json", type=Path, default=None, help="also write raw results here")
