@@ -100,7 +100,8 @@ class ImageEmbedder:
 
     dim = IMAGE_DIM
 
-    def __init__(self, *, batch_size: int = 16, pretrained: bool = True) -> None:
+    # 4: EfficientNet gets slower per image on CPU with larger batches (see Predictor).
+    def __init__(self, *, batch_size: int = 4, pretrained: bool = True) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
