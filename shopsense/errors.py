@@ -52,5 +52,9 @@ class UpstreamError(ShopsenseError):
     pass
 
 
+class ServiceUnavailable(ShopsenseError):
+    """A part of the service is switched off or not up yet (HTTP 503)."""
+
+
 class DataError(ShopsenseError):
     pass

@@ -54,6 +54,14 @@ class ServeSettings(BaseModel):
     classifier_replicas: int = 1
     ingress_replicas: int = 1
     threads: int = Field(0, description="torch threads per classifier replica; 0 = all cores")
+    retrieval: bool = Field(True, description="run the retriever deployment (/v1/search and "
+                            "similar reviews in /v1/sentiment)")
+    similar_k: int = Field(3, ge=0, le=50, description="similar reviews returned with each "
+                           "prediction by default (0 = none; a request may ask for another k)")
+    similar_mode: str = Field("hybrid", description="how similar reviews are found: hybrid | "
+                              "dense | sparse")
+    retriever_replicas: int = Field(1, ge=1, description="retriever replicas (keep 1 with the "
+                                    "embedded Qdrant: its folder lock admits one process)")
 
 
 class VLLMSettings(BaseModel):

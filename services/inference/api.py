@@ -2,15 +2,20 @@
 ``ClassifierInput`` here, at the edge; every error is mapped to a status in one place
 (``_add_exception_handlers``); the classifier is reached through ``ClassifierService``.
 
-Routes: ``POST /v1/sentiment``, ``POST /v1/sentiment/batch``, ``GET /healthz``, ``/readyz``,
-``/metrics`` (Prometheus text), ``/docs`` (OpenAPI).
+Routes: ``POST /v1/sentiment``, ``POST /v1/sentiment/batch``, ``POST /v1/search``,
+``GET /healthz``, ``/readyz``, ``/metrics`` (Prometheus text), ``/docs`` (OpenAPI).
+
+Similar reviews come from the retrieval service through ``SearchService`` (a Serve handle to
+its ``Retriever`` deployment, or a retriever in this process); without one, ``/v1/search``
+answers 503 and predictions carry no ``similar`` reviews.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,15 +29,20 @@ from shopsense.errors import (
     InvalidInput,
     ModelNotReady,
     PayloadTooLarge,
+    ServiceUnavailable,
     ShopsenseError,
     UpstreamError,
 )
 from shopsense.images import decode_image, load_image_bytes
-from shopsense.schemas import ModelRef, Prediction
+from shopsense.schemas import Label, ModelRef, Prediction, SimilarReview
 from shopsense.settings import Settings
+
+from services.retrieval import Hit
 
 from services.inference.backends.base import ClassifierInput, ClassifierOutput
 from services.inference.metrics import ApiMetrics
+
+log = logging.getLogger("shopsense.api")
 
 
 class ClassifierService(Protocol):
@@ -47,6 +57,14 @@ class ClassifierService(Protocol):
         ...
 
 
+class SearchService(Protocol):
+    """What the API needs from retrieval: ``HybridRetriever.search`` with hits as dicts."""
+
+    async def search(self, query: str | None = None, image: Any = None,
+                     **kwargs: Any) -> list[dict[str, Any]]:
+        ...
+
+
 class SentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"text": "The screen arrived cracked and support never answered."}]
@@ -56,6 +74,65 @@ class SentimentRequest(BaseModel):
     image: str | None = Field(
         None, description="a product photo: base64, a data: URL, or an http(s) URL"
     )
+    similar_k: int | None = Field(
+        None, ge=0, le=50,
+        description="similar indexed reviews to return (default from the service; 0 = none)",
+    )
+
+
+class RatingRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gte: float | None = Field(None, ge=1, le=5, description="rating >= gte")
+    lte: float | None = Field(None, ge=1, le=5, description="rating <= lte")
+
+
+class SearchFilters(BaseModel):
+    """Exact match on category, label and product id; an inclusive rating range. A review
+    without the field never matches a filter on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    category: str | None = None
+    label: Label | None = None
+    product: str | None = Field(None, description="product id (e.g. an ASIN)")
+    rating: RatingRange | None = None
+
+    def as_retrieval(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in (("category", self.category),
+                                                 ("label", self.label),
+                                                 ("product", self.product)) if v is not None}
+        if self.rating is not None:
+            if self.rating.gte is not None:
+                out["rating_gte"] = self.rating.gte
+            if self.rating.lte is not None:
+                out["rating_lte"] = self.rating.lte
+        return out
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "examples": [{"query": "battery died after a week", "k": 5,
+                      "filters": {"label": "negative", "rating": {"lte": 2}}}]
+    })
+
+    query: str | None = Field(None, description="what to look for")
+    image: str | None = Field(
+        None, description="a query photo (base64, data: URL or http(s) URL): searches the "
+        "image vectors, fused with the text lists when a query is given too"
+    )
+    k: int = Field(10, ge=1, le=100, description="how many reviews")
+    filters: SearchFilters | None = None
+    mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
+    fusion: Literal["rrf", "weighted"] | None = Field(
+        None, description="how hybrid lists are fused (default from the service settings)"
+    )
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+    mode: str
+    latency_ms: float
 
 
 class BatchRequest(BaseModel):
@@ -79,6 +156,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (ImageFetchFailed, 400),
     (InvalidInput, 422),
     (ModelNotReady, 503),
+    (ServiceUnavailable, 503),
     (UpstreamError, 502),
 ]
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -176,6 +254,16 @@ class ObserveRequests:
                 self.metrics.errors.labels(route, str(code)).inc()
 
 
+async def _load_image(value: str, settings: Settings):
+    if not value.strip():
+        raise InvalidInput("image is empty")
+    raw = await asyncio.to_thread(load_image_bytes, value.strip(), settings.images)
+    return await asyncio.to_thread(
+        decode_image, raw, max_bytes=settings.images.max_bytes,
+        max_pixels=settings.images.max_pixels,
+    )
+
+
 async def to_input(req: SentimentRequest, settings: Settings) -> ClassifierInput:
     """Validate one request item and decode its image (off the event loop)."""
     text = req.text
@@ -189,20 +277,21 @@ async def to_input(req: SentimentRequest, settings: Settings) -> ClassifierInput
         )
     image = None
     if req.image is not None:
-        if not req.image.strip():
-            raise InvalidInput("image is empty")
-        raw = await asyncio.to_thread(load_image_bytes, req.image.strip(), settings.images)
-        image = await asyncio.to_thread(
-            decode_image, raw, max_bytes=settings.images.max_bytes,
-            max_pixels=settings.images.max_pixels,
-        )
+        image = await _load_image(req.image, settings)
     if text is None and image is None:
         raise InvalidInput("give text, an image, or both")
     return ClassifierInput(text=text, image=image)
 
 
-def build_api(service: ClassifierService, settings: Settings) -> FastAPI:
-    """The FastAPI app over ``service``. The same app runs inside Ray Serve and in tests."""
+# The longest query text sent to the retrievers for similar reviews (BM25 over a whole long
+# review costs a term lookup per word; its opening carries most of what it is about).
+SIMILAR_QUERY_CHARS = 2000
+
+
+def build_api(service: ClassifierService, settings: Settings,
+              search: SearchService | None = None) -> FastAPI:
+    """The FastAPI app over ``service`` (and ``search`` for similar reviews). The same app runs
+    inside Ray Serve and in tests."""
     metrics = ApiMetrics()
     app = FastAPI(
         title="shopsense inference API",
@@ -225,18 +314,38 @@ def build_api(service: ClassifierService, settings: Settings) -> FastAPI:
                                       info["backend"]).set(1)
         return model_cache["model"]
 
+    async def similar(req: SentimentRequest, item: ClassifierInput) -> list[SimilarReview]:
+        k = settings.serve.similar_k if req.similar_k is None else req.similar_k
+        mode = settings.serve.similar_mode
+        if search is None or k == 0 or (mode == "sparse" and not item.text):
+            return []
+        query = item.text[:SIMILAR_QUERY_CHARS] if item.text else None
+        image = item.image if mode != "sparse" else None
+        try:
+            hits = await search.search(query, image, k=k, mode=mode)
+        except Exception as exc:  # noqa: BLE001 - the prediction stands without neighbours
+            metrics.retrieval_failures.labels("similar", type(exc).__name__).inc()
+            log.warning("similar reviews unavailable: %s: %s", type(exc).__name__, exc)
+            return []
+        return [SimilarReview(id=h["id"], text=h["text"], label=h.get("label"),
+                              score=round(float(h["score"]), 6)) for h in hits]
+
     async def predict(reqs: list[SentimentRequest]) -> list[Prediction]:
         start = time.perf_counter()
         items = list(await asyncio.gather(*(to_input(r, settings) for r in reqs)))
         ref = await model_ref()
-        outputs = await service.classify(items)
+        outputs, neighbours = await asyncio.gather(
+            service.classify(items),
+            asyncio.gather(*(similar(r, i) for r, i in zip(reqs, items, strict=True))),
+        )
         latency = (time.perf_counter() - start) * 1000
         preds = []
-        for out, batch in outputs:
+        for (out, batch), near in zip(outputs, neighbours, strict=True):
             metrics.batch_size.observe(batch)
             metrics.predictions.labels(out.label, "+".join(out.modalities)).inc()
             preds.append(Prediction(label=out.label, scores=out.scores, model=ref,
-                                    modalities=out.modalities, latency_ms=round(latency, 2)))
+                                    modalities=out.modalities, similar=near,
+                                    latency_ms=round(latency, 2)))
         return preds
 
     @app.post("/v1/sentiment", response_model=Prediction, responses=ERROR_RESPONSES,
@@ -254,6 +363,41 @@ def build_api(service: ClassifierService, settings: Settings) -> FastAPI:
                 f"{len(req.items)} items; the limit is {settings.serve.max_batch_items}"
             )
         return BatchResponse(items=await predict(req.items))
+
+    @app.post("/v1/search", response_model=SearchResponse, responses=ERROR_RESPONSES,
+              summary="Indexed reviews similar to a query text and/or photo")
+    async def search_reviews(req: SearchRequest) -> SearchResponse:
+        start = time.perf_counter()
+        if search is None:
+            raise ServiceUnavailable("retrieval is switched off in this deployment "
+                                     "(SHOPSENSE_SERVE__RETRIEVAL=false)")
+        query = (req.query or "").strip() or None
+        if req.query is not None and query is None and req.image is None:
+            raise InvalidInput("query is empty")
+        if query is not None and len(query) > settings.serve.max_text_chars:
+            raise InvalidInput(f"query has {len(query)} characters; the limit is "
+                               f"{settings.serve.max_text_chars}")
+        if query is None and req.image is None:
+            raise InvalidInput("give a query, an image, or both")
+        if req.mode == "sparse" and query is None:
+            raise InvalidInput("sparse (BM25) search needs a query text")
+        if req.mode == "sparse" and req.image is not None:
+            raise InvalidInput("sparse (BM25) search cannot use an image; use hybrid or dense")
+        image = await _load_image(req.image, settings) if req.image is not None else None
+        kwargs: dict[str, Any] = {"k": req.k, "mode": req.mode}
+        if req.filters is not None:
+            kwargs["filters"] = req.filters.as_retrieval()
+        if req.fusion is not None:
+            kwargs["fusion"] = req.fusion
+        try:
+            hits = await search.search(query, image, **kwargs)
+        except ShopsenseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an unexpected retriever failure
+            metrics.retrieval_failures.labels("search", type(exc).__name__).inc()
+            raise UpstreamError(f"retrieval failed: {type(exc).__name__}: {exc}") from exc
+        return SearchResponse(hits=[Hit(**h) for h in hits], mode=req.mode,
+                              latency_ms=round((time.perf_counter() - start) * 1000, 2))
 
     @app.get("/healthz", summary="Liveness: the API process answers")
     async def healthz() -> dict[str, str]:

@@ -1,6 +1,7 @@
-"""The Ray Serve application: ``SentimentAPI`` (FastAPI ingress) -> ``Classifier``.
+"""The Ray Serve application: ``SentimentAPI`` (FastAPI ingress) -> ``Classifier`` and the
+retrieval service's ``Retriever`` (similar reviews, ``/v1/search``).
 
-    app = SentimentAPI.bind(Classifier.bind(args), args)
+    app = SentimentAPI.bind(Classifier.bind(args), args, Retriever.bind(env))
 
 ``Classifier`` wraps one backend (torch or vllm) and batches requests dynamically with
 ``@serve.batch``; batch size and wait are retuned live through ``user_config``. Build it with
@@ -22,6 +23,7 @@ from shopsense.settings import Settings
 
 from services.inference.api import build_api
 from services.inference.backends.base import ClassifierInput, ClassifierOutput
+from services.retrieval.deployment import HandleSearchService, Retriever
 
 
 class AppArgs(BaseModel):
@@ -35,6 +37,12 @@ class AppArgs(BaseModel):
     classifier_replicas: int | None = None
     classifier_num_cpus: float = 1.0
     classifier_num_gpus: float = 0.0
+    retrieval: bool | None = Field(None, description="run the Retriever deployment")
+    similar_k: int | None = Field(None, ge=0, le=50, description="similar reviews per answer")
+    retriever_replicas: int | None = None
+    retriever_num_cpus: float = Field(
+        0.0, description="CPUs reserved per retriever replica (0 lets it share the classifier's)"
+    )
     settings_env: dict[str, str] = Field(
         default_factory=dict, description="SHOPSENSE_* variables for the replicas"
     )
@@ -45,7 +53,8 @@ class AppArgs(BaseModel):
             "model_uri": self.model_uri, "backend": self.backend, "batching": self.batching,
             "batch_max_size": self.batch_max_size,
             "batch_wait_timeout_s": self.batch_wait_timeout_s,
-            "classifier_replicas": self.classifier_replicas,
+            "classifier_replicas": self.classifier_replicas, "retrieval": self.retrieval,
+            "similar_k": self.similar_k, "retriever_replicas": self.retriever_replicas,
         }.items() if v is not None}
         return s.model_copy(update={"serve": s.serve.model_copy(update=serve_over)})
 
@@ -114,13 +123,15 @@ class HandleClassifierService:
 @serve.deployment(name="SentimentAPI", max_ongoing_requests=512)
 @serve.ingress()
 class SentimentAPI:
-    def __init__(self, classifier: DeploymentHandle, args: dict[str, Any]) -> None:
+    def __init__(self, classifier: DeploymentHandle, args: dict[str, Any],
+                 retriever: DeploymentHandle | None = None) -> None:
         os.environ.update(args.get("settings_env") or {})
         self.settings = AppArgs(**args).settings()
         self.service = HandleClassifierService(classifier)
+        self.search = HandleSearchService(retriever) if retriever is not None else None
 
     def __serve_build_asgi_app__(self):
-        return build_api(self.service, self.settings)
+        return build_api(self.service, self.settings, self.search)
 
 
 def build_app(args: AppArgs) -> serve.Application:
@@ -134,7 +145,13 @@ def build_app(args: AppArgs) -> serve.Application:
     )
     api = SentimentAPI.options(num_replicas=s.serve.ingress_replicas,
                                ray_actor_options={"num_cpus": 0})
-    return api.bind(classifier.bind(a), a)
+    if not s.serve.retrieval:
+        return api.bind(classifier.bind(a), a)
+    retriever = Retriever.options(
+        num_replicas=s.serve.retriever_replicas,
+        ray_actor_options={"num_cpus": args.retriever_num_cpus},
+    )
+    return api.bind(classifier.bind(a), a, retriever.bind(args.settings_env))
 
 
 def app_builder(args: dict[str, Any]) -> serve.Application:

@@ -35,6 +35,11 @@ class ApiMetrics:
             "shopsense_classifier_batch_size", "Items per classifier forward pass",
             buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry,
         )
+        self.retrieval_failures = Counter(
+            "shopsense_retrieval_failures_total",
+            "Retrieval calls that failed, by operation (similar, search) and error type",
+            ["operation", "error"], registry=self.registry,
+        )
         self.model_info = Gauge(
             "shopsense_model_info", "The model version in service (value 1)",
             ["name", "version", "backend"], registry=self.registry,

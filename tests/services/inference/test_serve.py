@@ -26,9 +26,23 @@ def _cli(*args, env, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def service(registered_model, home):
+def reviews_jsonl(data_dir, tmp_path_factory):
+    from shopsense.data.loaders import load_set
+
+    el = load_set("blitzer-electronics", data_dir)
+    path = tmp_path_factory.mktemp("serve-reviews") / "reviews.jsonl"
+    path.write_text("".join(r.model_dump_json() + "\n" for r in el[:12] + el[-12:]))
+    return path, el[:12] + el[-12:]
+
+
+@pytest.fixture(scope="module")
+def service(registered_model, home, reviews_jsonl, tmp_path_factory):
     port = _free_port()
-    env = {**os.environ, "SHOPSENSE_HOME": str(home), "SHOPSENSE_SERVE__MAX_BATCH_ITEMS": "16"}
+    env = {**os.environ, "SHOPSENSE_HOME": str(home), "SHOPSENSE_SERVE__MAX_BATCH_ITEMS": "16",
+           "SHOPSENSE_RETRIEVAL__DIR": str(tmp_path_factory.mktemp("serve-index")),
+           "SHOPSENSE_RETRIEVAL__TEXT_MAX_LENGTH": "128"}
+    p = _cli("index", "--data", str(reviews_jsonl[0]), env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
     p = _cli("serve", "--background", "--port", str(port), env=env)
     assert p.returncode == 0, p.stdout + p.stderr
     assert f"ready: http://127.0.0.1:{port}" in p.stdout
@@ -87,3 +101,32 @@ def test_demo_command_prints_answers(service):
     p = _cli("demo", "--url", url, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert "photo only" in p.stdout and "batch of 3" in p.stdout
+
+
+def test_search_and_similar_reviews_over_http(service, reviews_jsonl):
+    url, _ = service
+    _, reviews = reviews_jsonl
+    target = reviews[5]
+    r = httpx.post(f"{url}/v1/search", json={"query": target.text, "k": 4}, timeout=30)
+    assert r.status_code == 200, r.text
+    hits = r.json()["hits"]
+    assert len(hits) == 4 and hits[0]["id"] == target.id
+    assert set(hits[0]["scores"]) == {"dense", "sparse"}
+    r = httpx.post(f"{url}/v1/search", json={"query": "x", "filters": {"size": 1}}, timeout=30)
+    assert r.status_code == 422 and "size" in r.json()["message"]
+    r = httpx.post(f"{url}/v1/search", json={"query": "x", "mode": "sparse",
+                                             "filters": {"rating": {"gte": 5, "lte": 1}}},
+                   timeout=30)
+    assert r.status_code == 422 and "rating" in r.json()["message"]
+    r = httpx.post(f"{url}/v1/sentiment", json={"text": target.text, "similar_k": 2}, timeout=30)
+    assert r.status_code == 200
+    assert [s["id"] for s in r.json()["similar"]][:1] == [target.id]
+    assert len(r.json()["similar"]) == 2
+
+
+def test_indexing_while_serving_is_refused_in_one_line(service, reviews_jsonl):
+    _, env = service
+    p = _cli("index", "--data", str(reviews_jsonl[0]), env=env)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert lines[-1].startswith("error:") and "Traceback" not in p.stderr
