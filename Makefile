@@ -12,6 +12,8 @@ export RAY_USAGE_STATS_ENABLED := 0
 DEMO_EXIT ?= 0
 # RECIPE=full: train the best CPU model instead of the fast demo recipe when none exists.
 RECIPE ?= demo
+# The reviews `make demo` indexes for similar-review search when the index is empty.
+DEMO_INDEX ?= blitzer-electronics
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -29,6 +31,9 @@ install: $(STAMP)
 
 demo: install
 	$(VENV)/bin/shopsense prepare --recipe $(RECIPE)
+	@n=$$($(VENV)/bin/shopsense retrieval status --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["dense"]["count"])') && \
+	  if [ "$$n" = "0" ]; then $(VENV)/bin/shopsense index --data $(DEMO_INDEX); \
+	  else echo "similar-review index: $$n reviews already indexed"; fi
 	$(VENV)/bin/shopsense serve --background --host $(HOST) --port $(PORT)
 	$(VENV)/bin/shopsense demo --url http://$(HOST):$(PORT)
 	@if [ "$(DEMO_EXIT)" = "1" ]; then $(VENV)/bin/shopsense stop; else \

@@ -180,8 +180,12 @@ def demo_cmd(
             r = client.post("/v1/sentiment", json=body)
             rows.append((name, body.get("text") or "", r))
         batch = client.post("/v1/sentiment/batch", json={"items": [b for _, b in cases[:3]]})
+        search = client.post("/v1/search", json={
+            "query": "stopped working after a month", "k": 3,
+            "filters": {"label": "negative"}})
     if as_json:
-        typer.echo(json.dumps([r.json() for _, _, r in rows] + [batch.json()], indent=2))
+        typer.echo(json.dumps([r.json() for _, _, r in rows] + [batch.json(), search.json()],
+                              indent=2))
         return
     t = Table(title=f"shopsense at {url}")
     for col in ("request", "text", "label", "neg / neu / pos", "modalities", "ms"):
@@ -202,6 +206,28 @@ def demo_cmd(
         typer.echo(f"batch of 3 -> {labels}; model {rows[0][2].json()['model']}")
     else:
         typer.echo(f"batch -> HTTP {batch.status_code}: {batch.text[:200]}")
+
+    def short(text: str, n: int = 90) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= n else text[: n - 1] + "…"
+
+    name, text, r = rows[1]
+    similar = r.json().get("similar", []) if r.status_code == 200 else []
+    if similar:
+        typer.echo(f"\nsimilar indexed reviews beside the answer to {short(text, 60)!r}:")
+        for s in similar:
+            typer.echo(f"  {s['score']:.4f}  {s['label'] or '-':8}  {short(s['text'])}")
+    else:
+        typer.echo("\nno similar reviews (nothing indexed: `shopsense index --data SET`)")
+    if search.status_code == 200:
+        typer.echo("\nPOST /v1/search 'stopped working after a month', label=negative:")
+        for h in search.json()["hits"]:
+            each = " ".join(f"{k}={'-' if v is None else f'{v:.3f}'}"
+                            for k, v in h["scores"].items())
+            typer.echo(f"  {h['score']:.4f} ({each})  {h['category'] or '-'}  "
+                       f"{short(h['text'], 70)}")
+    else:
+        typer.echo(f"search -> HTTP {search.status_code}: {search.text[:200]}")
 
 
 def register(app: typer.Typer) -> None:
