@@ -27,6 +27,7 @@ from shopsense.errors import (
     ImageFetchFailed,
     ImageFetchRefused,
     InvalidInput,
+    ModelNotFound,
     ModelNotReady,
     PayloadTooLarge,
     ServiceUnavailable,
@@ -127,6 +128,10 @@ class SearchRequest(BaseModel):
     fusion: Literal["rrf", "weighted"] | None = Field(
         None, description="how hybrid lists are fused (default from the service settings)"
     )
+    rerank: bool | None = Field(
+        None, description="re-score the fused head with the trained cross-encoder (default "
+        "from the service settings; needs a query text and a trained reranker)"
+    )
 
 
 class SearchResponse(BaseModel):
@@ -155,12 +160,13 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (ImageFetchRefused, 400),
     (ImageFetchFailed, 400),
     (InvalidInput, 422),
+    (ModelNotFound, 404),
     (ModelNotReady, 503),
     (ServiceUnavailable, 503),
     (UpstreamError, 502),
 ]
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 413, 422, 502, 503)
+    code: {"model": ErrorBody} for code in (400, 404, 413, 422, 502, 503)
 }
 
 
@@ -389,6 +395,8 @@ def build_api(service: ClassifierService, settings: Settings,
             kwargs["filters"] = req.filters.as_retrieval()
         if req.fusion is not None:
             kwargs["fusion"] = req.fusion
+        if req.rerank is not None:
+            kwargs["rerank"] = req.rerank
         try:
             hits = await search.search(query, image, **kwargs)
         except ShopsenseError:

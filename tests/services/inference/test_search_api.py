@@ -109,6 +109,13 @@ def test_bad_search_requests_are_4xx_with_a_message(client, body, status, needle
     assert set(err) == {"error", "message"} and needle in err["message"]
 
 
+def test_rerank_without_a_trained_reranker_is_a_clear_404(client, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOPSENSE_HOME", str(tmp_path))
+    r = client.post("/v1/search", json={"query": "cable", "rerank": True})
+    assert r.status_code == 404, r.text
+    assert "reranker" in r.json()["message"]
+
+
 def test_sentiment_carries_similar_reviews(client, indexed):
     _, reviews = indexed
     target = reviews[20]
