@@ -17,7 +17,7 @@ DEMO_INDEX ?= blitzer-electronics
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test serve stop train benchmarks clean
+.PHONY: install demo test serve stop train benchmarks clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,15 @@ demo: install
 	  echo "Try: curl -s -X POST http://$(HOST):$(PORT)/v1/sentiment -H 'content-type: application/json' -d '{\"text\": \"Broke after two days.\"}'"; \
 	  echo "Stop it with: $(VENV)/bin/shopsense stop"; fi
 
-test: install tools
+test: install tools browser
 	SHOPSENSE_REQUIRE_HELM=1 $(PY) -m pytest -q --timeout 900
+
+# Debian's chromium for the Playwright tests (Playwright's own browser download is not used).
+browser:
+	@test -x /usr/bin/chromium || { command -v apt-get >/dev/null && \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }; } \
+	  || echo "chromium could not be installed: the browser tests will skip"
 
 train: install
 	$(VENV)/bin/shopsense train --recipe full

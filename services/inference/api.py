@@ -3,7 +3,9 @@
 (``_add_exception_handlers``); the classifier is reached through ``ClassifierService``.
 
 Routes: ``POST /v1/sentiment``, ``POST /v1/sentiment/batch``, ``POST /v1/search``,
-``GET /healthz``, ``/readyz``, ``/metrics`` (Prometheus text), ``/docs`` (OpenAPI).
+``GET /v1/predictions/recent`` (this replica's recent predictions by category, for the page's
+chart), ``GET /healthz``, ``/readyz``, ``/metrics`` (Prometheus text), ``/docs`` (OpenAPI), and
+the web page (``GET /``, ``/ui/recent``, ``/ui/static/...``; see ``services/inference/web``).
 
 Similar reviews come from the retrieval service through ``SearchService`` (a Serve handle to
 its ``Retriever`` deployment, or a retriever in this process); without one, ``/v1/search``
@@ -15,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from http import HTTPStatus
 from typing import Any, Literal, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense.errors import (
     ImageFetchFailed,
@@ -41,7 +45,8 @@ from shopsense.settings import Settings
 from services.retrieval import Hit
 
 from services.inference.backends.base import ClassifierInput, ClassifierOutput
-from services.inference.metrics import ApiMetrics
+from services.inference.metrics import ApiMetrics, RecentPredictions
+from services.inference.web import mount_ui
 
 log = logging.getLogger("shopsense.api")
 
@@ -78,6 +83,16 @@ class SentimentRequest(BaseModel):
     similar_k: int | None = Field(
         None, ge=0, le=50,
         description="similar indexed reviews to return (default from the service; 0 = none)",
+    )
+    category: str | None = Field(
+        None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="the product's category (e.g. 'electronics'): recorded with the prediction "
+        "for the recent-predictions chart and the metrics' category label (at most 32 distinct "
+        "categories per replica get their own label value, the rest count as 'other')",
+    )
+    product: str | None = Field(
+        None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="the product's id (e.g. an ASIN): kept with the recent predictions only",
     )
 
 
@@ -184,6 +199,17 @@ def _add_exception_handlers(app: FastAPI) -> None:
                 return _error(status, type(exc).__name__, str(exc))
         return _error(500, type(exc).__name__, str(exc))
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths (404) and methods (405) answer in the API's error shape too.
+        kind = "".join(w.capitalize() for w in HTTPStatus(exc.status_code).phrase.split())
+        message = exc.detail if isinstance(exc.detail, str) else kind
+        if exc.status_code == 404:
+            message = "no such route; see /docs for the API and / for the web page"
+        return JSONResponse(status_code=exc.status_code,
+                            content={"error": kind, "message": message},
+                            headers=getattr(exc, "headers", None))
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
@@ -237,10 +263,17 @@ class ObserveRequests:
         self.app = app
         self.metrics = metrics
 
+    @staticmethod
+    def route_label(scope) -> str:
+        """The matched route's template (``/v1/sentiment``, ``/ui/static/{name}``), or
+        ``unmatched``: a label value per route, never per requested path."""
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        return path if isinstance(path, str) and path else "unmatched"
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        route = scope.get("path", "")
         start = time.perf_counter()
         status = {"code": 500}
 
@@ -253,6 +286,7 @@ class ObserveRequests:
             await self.app(scope, receive, send_wrapper)
         finally:
             code = status["code"]
+            route = self.route_label(scope)
             if route.startswith("/v1/"):
                 self.metrics.latency.labels(route).observe(time.perf_counter() - start)
             self.metrics.requests.labels(route, str(code)).inc()
@@ -294,17 +328,25 @@ async def to_input(req: SentimentRequest, settings: Settings) -> ClassifierInput
 SIMILAR_QUERY_CHARS = 2000
 
 
+RECENT_CAPACITY = 10_000
+RECENT_MAX_BUCKETS = 720
+
+
 def build_api(service: ClassifierService, settings: Settings,
-              search: SearchService | None = None) -> FastAPI:
-    """The FastAPI app over ``service`` (and ``search`` for similar reviews). The same app runs
-    inside Ray Serve and in tests."""
+              search: SearchService | None = None,
+              recent: RecentPredictions | None = None) -> FastAPI:
+    """The FastAPI app over ``service`` (and ``search`` for similar reviews), with the web page.
+    ``recent`` is the ring buffer of recent predictions (a new one of ``RECENT_CAPACITY``
+    entries by default). The same app runs inside Ray Serve and in tests."""
     metrics = ApiMetrics()
+    recent = recent if recent is not None else RecentPredictions(RECENT_CAPACITY)
     app = FastAPI(
         title="shopsense inference API",
         version="1",
         description="Sentiment of e-commerce reviews from their text and product photos.",
     )
     app.state.metrics = metrics
+    app.state.recent = recent
     _add_exception_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.serve.max_body_bytes)
 
@@ -346,9 +388,12 @@ def build_api(service: ClassifierService, settings: Settings,
         )
         latency = (time.perf_counter() - start) * 1000
         preds = []
-        for (out, batch), near in zip(outputs, neighbours, strict=True):
+        for (out, batch), near, req in zip(outputs, neighbours, reqs, strict=True):
             metrics.batch_size.observe(batch)
-            metrics.predictions.labels(out.label, "+".join(out.modalities)).inc()
+            metrics.predictions.labels(out.label, "+".join(out.modalities),
+                                       metrics.category_label(req.category)).inc()
+            recent.add(category=req.category, product=req.product, label=out.label,
+                       modalities=out.modalities, model_version=ref.version)
             preds.append(Prediction(label=out.label, scores=out.scores, model=ref,
                                     modalities=out.modalities, similar=near,
                                     latency_ms=round(latency, 2)))
@@ -407,6 +452,28 @@ def build_api(service: ClassifierService, settings: Settings,
         return SearchResponse(hits=[Hit(**h) for h in hits], mode=req.mode,
                               latency_ms=round((time.perf_counter() - start) * 1000, 2))
 
+    @app.get("/v1/predictions/recent", responses={422: {"model": ErrorBody}},
+             summary="This replica's recent predictions by product category, over time")
+    async def recent_predictions(
+        minutes: int = Query(60, ge=1, le=1440, description="how far back to look"),
+        bucket_seconds: int | None = Query(
+            None, ge=5, le=3600,
+            description="width of one time bucket (default: the window in 60 buckets, at "
+            "least 5 s)"),
+        category: str | None = Query(None, min_length=1, max_length=64,
+                                     description="only this category"),
+    ) -> dict[str, Any]:
+        """Counts of predictions per time bucket and category (the 8 busiest categories by
+        name, the rest as ``other``; no category is ``unknown``), totals per category and
+        label, and the latest predictions. Kept in memory by each API replica (the last
+        10,000 predictions; none of their text or photos), so it starts empty on a restart and
+        each replica answers for itself."""
+        step = bucket_seconds or max(5, -(-minutes * 60 // 60))
+        if -(-minutes * 60 // step) > RECENT_MAX_BUCKETS:
+            raise InvalidInput(f"{minutes} minutes in {step}-second buckets is over "
+                               f"{RECENT_MAX_BUCKETS} buckets; use wider buckets")
+        return recent.summary(minutes, step, category=category)
+
     @app.get("/healthz", summary="Liveness: the API process answers")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -424,6 +491,7 @@ def build_api(service: ClassifierService, settings: Settings,
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    mount_ui(app)
     return app
 
 

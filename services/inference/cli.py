@@ -228,6 +228,8 @@ def demo_cmd(
                        f"{short(h['text'], 70)}")
     else:
         typer.echo(f"search -> HTTP {search.status_code}: {search.text[:200]}")
+    typer.echo(f"\nweb page: {url}/  (paste a review or drop a photo; recent predictions by "
+               f"category: {url}/ui/recent)")
 
 
 def register(app: typer.Typer) -> None:

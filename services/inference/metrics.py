@@ -1,20 +1,79 @@
-"""Prometheus metrics of the inference API (text exposition at ``/metrics``).
+"""Prometheus metrics of the inference API (text exposition at ``/metrics``), and the replica's
+in-memory ring buffer of recent predictions (``GET /v1/predictions/recent``, the page's chart).
 
 Names follow Prometheus conventions: ``_total`` for counters, base units (seconds) in names.
+Label values are bounded: ``route`` is the matched route template (``unmatched`` for a path no
+route serves), and the ``category`` of ``shopsense_predictions_total`` goes through
+``CategoryLabels`` (at most ``max_categories`` distinct values per replica, then ``other``).
 """
 
 from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import Counter as Tally
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
+# Metric label values for a prediction's product category.
+CATEGORY_UNKNOWN = "unknown"  # the request named no category
+CATEGORY_OTHER = "other"  # malformed, over-long, or past the per-replica cap
+CATEGORY_LABEL_RE = re.compile(r"^\w[\w.&+-]{0,31}$")
+MAX_METRIC_CATEGORIES = 32
+
+
+def normalize_category(value: str | None) -> str | None:
+    """The canonical form of a request's category: trimmed, lower case, inner runs of spaces
+    as one ``-`` ("Home & Kitchen " -> "home-&-kitchen"). ``None`` for none or blank."""
+    if value is None:
+        return None
+    norm = "-".join(value.strip().lower().split())
+    return norm or None
+
+
+class CategoryLabels:
+    """Bounded ``category`` label values for Prometheus.
+
+    A category becomes its own label value if, after ``normalize_category``, it has at most 32
+    characters, starts with a letter or digit and holds only those and ``_ . & + -``, and fewer than ``max_categories`` distinct
+    values were admitted on this replica; anything else is ``other``, and a prediction without
+    a category is ``unknown``. So one replica exports at most ``max_categories + 2`` values.
+    """
+
+    def __init__(self, max_categories: int = MAX_METRIC_CATEGORIES) -> None:
+        self.max_categories = max_categories
+        self._admitted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, category: str | None) -> str:
+        norm = normalize_category(category)
+        if norm is None:
+            return CATEGORY_UNKNOWN
+        if norm in (CATEGORY_UNKNOWN, CATEGORY_OTHER):
+            return norm
+        if not CATEGORY_LABEL_RE.match(norm):
+            return CATEGORY_OTHER
+        with self._lock:
+            if norm in self._admitted:
+                return norm
+            if len(self._admitted) >= self.max_categories:
+                return CATEGORY_OTHER
+            self._admitted.add(norm)
+            return norm
+
 
 class ApiMetrics:
     """One set of metrics per API instance, in its own registry (no global state)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_categories: int = MAX_METRIC_CATEGORIES) -> None:
         self.registry = CollectorRegistry()
+        self.category_label = CategoryLabels(max_categories)
         self.requests = Counter(
             "shopsense_requests_total", "HTTP requests by route and status code",
             ["route", "code"], registry=self.registry,
@@ -24,8 +83,10 @@ class ApiMetrics:
             ["route"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.predictions = Counter(
-            "shopsense_predictions_total", "Predicted labels by label and modalities",
-            ["label", "modalities"], registry=self.registry,
+            "shopsense_predictions_total",
+            "Predicted labels by label, modalities and product category (bounded: 'unknown' "
+            "without one, 'other' past the per-replica cap)",
+            ["label", "modalities", "category"], registry=self.registry,
         )
         self.errors = Counter(
             "shopsense_request_errors_total", "Rejected or failed requests by error type",
@@ -44,3 +105,94 @@ class ApiMetrics:
             "shopsense_model_info", "The model version in service (value 1)",
             ["name", "version", "backend"], registry=self.registry,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RecentPrediction:
+    """One entry of the ring buffer (no review text or photo is kept)."""
+
+    ts: float  # unix seconds
+    category: str | None  # normalize_category of the request's category
+    product: str | None
+    label: str
+    modalities: tuple[str, ...]
+    model_version: str | None
+
+
+class RecentPredictions:
+    """A bounded, in-memory ring buffer of this replica's latest predictions (the oldest fall
+    out past ``capacity``). Per replica: with several ingress replicas each answers for its own.
+    """
+
+    def __init__(self, capacity: int = 10_000, clock: Callable[[], float] = time.time) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.clock = clock
+        self._items: deque[RecentPrediction] = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, *, category: str | None, product: str | None, label: str,
+            modalities: Iterable[str], model_version: str | None) -> None:
+        item = RecentPrediction(self.clock(), normalize_category(category), product, label,
+                                tuple(modalities), model_version)
+        with self._lock:
+            self._items.append(item)
+
+    def since(self, start: float) -> list[RecentPrediction]:
+        with self._lock:
+            items = list(self._items)
+        return [i for i in items if i.ts >= start]
+
+    def summary(self, minutes: int, bucket_seconds: int, category: str | None = None,
+                top: int = 8, latest: int = 20) -> dict:
+        """Counts per time bucket and category over the last ``minutes``: the ``top`` busiest
+        categories by name, the rest summed as ``other``; totals per category and label; the
+        ``latest`` predictions, newest first."""
+        now = self.clock()
+        n_buckets = max(1, -(-minutes * 60 // bucket_seconds))
+        # Buckets end at "now" rounded up to a bucket boundary, so that they stay put between
+        # refreshes of the chart.
+        end = (int(now) // bucket_seconds + 1) * bucket_seconds
+        start = end - n_buckets * bucket_seconds
+        want = normalize_category(category)
+        items = [i for i in self.since(start)
+                 if want is None or (i.category or CATEGORY_UNKNOWN) == want]
+        per_cat = Tally(i.category or CATEGORY_UNKNOWN for i in items)
+        keep = {c for c, _ in sorted(per_cat.items(), key=lambda kv: (-kv[1], kv[0]))[:top]}
+
+        def shown(i: RecentPrediction) -> str:
+            c = i.category or CATEGORY_UNKNOWN
+            return c if c in keep else CATEGORY_OTHER
+
+        categories = sorted({shown(i) for i in items})
+        counts = {c: [0] * n_buckets for c in categories}
+        totals = {c: {"negative": 0, "neutral": 0, "positive": 0} for c in categories}
+        for i in items:
+            b = min(n_buckets - 1, int((i.ts - start) // bucket_seconds))
+            c = shown(i)
+            counts[c][b] += 1
+            if i.label in totals[c]:
+                totals[c][i.label] += 1
+        return {
+            "now": now,
+            "start": start,
+            "end": end,
+            "minutes": minutes,
+            "bucket_seconds": bucket_seconds,
+            "bucket_starts": [start + k * bucket_seconds for k in range(n_buckets)],
+            "count": len(items),
+            "capacity": self.capacity,
+            "buffered": len(self),
+            "categories": categories,
+            "series": [{"category": c, "counts": counts[c]} for c in categories],
+            "totals": [{"category": c, **totals[c], "total": sum(totals[c].values())}
+                       for c in categories],
+            "latest": [{"ts": i.ts, "category": i.category, "product": i.product,
+                        "label": i.label, "modalities": list(i.modalities),
+                        "model_version": i.model_version}
+                       for i in items[::-1][:latest]],  # newest first
+        }
