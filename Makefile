@@ -17,7 +17,7 @@ DEMO_INDEX ?= blitzer-electronics
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test serve stop train benchmarks clean browser
+.PHONY: install demo test serve stop train benchmarks clean browser pipeline
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,10 @@ serve: install
 
 stop:
 	$(VENV)/bin/shopsense stop
+
+# The Kubeflow pipeline review-sentiment, end to end through kfp.local on CPU (small sizes).
+pipeline: install
+	$(VENV)/bin/shopsense pipeline run
 
 benchmarks: install
 	$(PY) benchmarks/quality.py

@@ -1,8 +1,11 @@
 """The model registry: MLflow (a local sqlite store by default, a server in a cluster).
 
 A model version of ``shopsense-sentiment`` is a pyfunc model whose artifacts hold a shopsense
-bundle. Its tags carry the evaluation set's digest and metrics; alias ``champion`` moves only
-when a new version beats the current champion on the same held-out data.
+bundle. Its tags carry the evaluation set's digest and metrics, the training data's digest and
+the source commit; alias ``champion`` moves only when a new version beats the current champion
+on the same held-out data, by a :class:`PromotionPolicy`'s margin and above its absolute floors.
+Registering with ``challenger=True`` (the pipeline's register step) also points alias
+``challenger`` at the new version, whatever the decision.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,6 +26,7 @@ from shopsense.settings import Settings
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 PRIMARY_METRIC = "eval_macro_f1"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
 
@@ -32,6 +37,77 @@ class ResolvedModel:
     version: str
     uri: str
     bundle_dir: Path
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """When a new version may replace the champion.
+
+    The default (margin 0, no floors) is the core path's rule: strictly better on the same
+    held-out data. A metric missing from the version's metrics fails its floor or ceiling."""
+
+    metric: str = PRIMARY_METRIC
+    """the metric compared with the champion's, on the same held-out data (higher is better)"""
+    margin: float = 0.0
+    """the challenger must beat the champion by more than this (absolute, e.g. 0.01)"""
+    floors: dict[str, float] = field(default_factory=dict)
+    """absolute minimums, e.g. ``{"eval_macro_f1": 0.7, "eval_accuracy": 0.7}``"""
+    ceilings: dict[str, float] = field(default_factory=dict)
+    """absolute maximums for lower-is-better metrics, e.g. ``{"eval_ece": 0.15}``"""
+
+    def failed_limits(self, metrics: dict[str, float]) -> list[str]:
+        """Human-readable reasons, one per floor or ceiling the metrics miss (empty: pass)."""
+        out = []
+        for key, low in sorted(self.floors.items()):
+            value = metrics.get(key)
+            if value is None or not float(value) >= low:
+                out.append(f"{key}={_fmt(value)} below floor {low:.4f}")
+        for key, high in sorted(self.ceilings.items()):
+            value = metrics.get(key)
+            if value is None or not float(value) <= high:
+                out.append(f"{key}={_fmt(value)} above ceiling {high:.4f}")
+        return out
+
+
+def _fmt(value: float | None) -> str:
+    return "missing" if value is None else f"{float(value):.4f}"
+
+
+def source_commit(start: Path | None = None) -> str:
+    """The git commit of the code that runs: ``SHOPSENSE_GIT_COMMIT`` (set in images), else
+    read from the ``.git`` folder above ``start`` (no git binary needed), else ``unknown``."""
+    env = os.environ.get("SHOPSENSE_GIT_COMMIT")
+    if env:
+        return env
+    here = Path(start or Path(__file__).resolve().parent)
+    for base in (here, *here.parents):
+        dot = base / ".git"
+        if dot.is_file():  # a worktree: "gitdir: <path>"
+            text = dot.read_text().strip()
+            if text.startswith("gitdir:"):
+                dot = (base / text.split(":", 1)[1].strip()).resolve()
+        if not (dot / "HEAD").is_file():
+            continue
+        try:
+            head = (dot / "HEAD").read_text().strip()
+            if not head.startswith("ref:"):
+                return head
+            ref = head.split(":", 1)[1].strip()
+            common = dot
+            if (dot / "commondir").is_file():
+                common = (dot / (dot / "commondir").read_text().strip()).resolve()
+            for folder in (dot, common):
+                if (folder / ref).is_file():
+                    return (folder / ref).read_text().strip()
+                packed = folder / "packed-refs"
+                if packed.is_file():
+                    for line in packed.read_text().splitlines():
+                        if line.endswith(" " + ref):
+                            return line.split(" ", 1)[0]
+        except OSError:
+            pass
+        return "unknown"
+    return "unknown"
 
 
 def eval_digest(records: list[dict]) -> str:
@@ -85,11 +161,18 @@ def log_and_register(
     champion_scorer: Callable[[Path], dict] | None = None,
     experiment: str = "shopsense-train",
     tags: dict[str, str] | None = None,
+    policy: PromotionPolicy | None = None,
+    challenger: bool = False,
+    dataset_digest: str | None = None,
+    artifacts: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
     """Log a run, register a model version, and move ``champion`` if it wins.
 
     ``champion_scorer(bundle_dir) -> evaluation`` re-scores the current champion when its
-    recorded evaluation was made on different held-out data.
+    recorded evaluation was made on different held-out data. ``policy`` sets the margin and
+    floors (default: strictly better, no floors). ``challenger`` points alias ``challenger`` at
+    the new version. ``dataset_digest`` (the training data's) is tagged on run and version
+    with the source commit; ``artifacts`` are extra JSON files (name -> object) on the run.
     """
     import mlflow
 
@@ -99,11 +182,16 @@ def log_and_register(
     exp_id = _experiment(settings, experiment)
     digest = eval_digest(eval_records)
     name = settings.model_name
+    policy = policy or PromotionPolicy()
+    tags = {"git_commit": source_commit(), **({"dataset_digest": dataset_digest}
+                                             if dataset_digest else {}), **(tags or {})}
     with mlflow.start_run(experiment_id=exp_id) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({"eval_digest": digest, **(tags or {})})
+        mlflow.set_tags({"eval_digest": digest, **tags})
         mlflow.log_dict(evaluation, "evaluation.json")
+        for fname, obj in (artifacts or {}).items():
+            mlflow.log_dict(obj, fname)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=SentimentPyfunc(),
@@ -115,18 +203,41 @@ def log_and_register(
         run_id = run.info.run_id
     version = str(info.registered_model_version)
     primary = float(metrics[PRIMARY_METRIC])
-    for key, value in {"eval_digest": digest, PRIMARY_METRIC: f"{primary:.6f}",
-                       "eval_accuracy": f"{metrics.get('eval_accuracy', 0):.6f}",
-                       "run_id": run_id, **(tags or {})}.items():
+    version_tags = {"eval_digest": digest, PRIMARY_METRIC: f"{primary:.6f}",
+                    "eval_accuracy": f"{metrics.get('eval_accuracy', 0):.6f}",
+                    "run_id": run_id, **tags}
+    if policy.metric != PRIMARY_METRIC and policy.metric in metrics:
+        version_tags[policy.metric] = f"{float(metrics[policy.metric]):.6f}"
+    for key, value in version_tags.items():
         c.set_model_version_tag(name, version, key, value)
+    if challenger:
+        c.set_registered_model_alias(name, CHALLENGER, version)
 
-    decision = decide_champion(settings, version=version, score=primary, digest=digest,
-                               champion_scorer=champion_scorer)
+    failed = policy.failed_limits(metrics)
+    if failed:
+        decision = {"promote": False, "previous": _champion_version(settings),
+                    "reason": f"v{version} fails the absolute floors: " + "; ".join(failed)}
+    else:
+        decision = decide_champion(settings, version=version,
+                                   score=float(metrics[policy.metric]), digest=digest,
+                                   champion_scorer=champion_scorer, policy=policy)
     c.set_model_version_tag(name, version, "champion_decision", decision["reason"])
+    c.set_model_version_tag(name, version, "promotion_policy", json.dumps(
+        {"metric": policy.metric, "margin": policy.margin, "floors": policy.floors,
+         "ceilings": policy.ceilings}, sort_keys=True))
     if decision["promote"]:
         c.set_registered_model_alias(name, CHAMPION, version)
     return {"name": name, "version": version, "run_id": run_id, "eval_digest": digest,
-            PRIMARY_METRIC: primary, **decision}
+            PRIMARY_METRIC: primary, "challenger": challenger, "git_commit": tags["git_commit"],
+            **decision}
+
+
+def _champion_version(settings: Settings) -> str | None:
+    try:
+        return str(client(settings).get_model_version_by_alias(settings.model_name,
+                                                               CHAMPION).version)
+    except Exception:  # noqa: BLE001 - MLflow raises RestException when the alias is unset
+        return None
 
 
 def decide_champion(
@@ -136,7 +247,11 @@ def decide_champion(
     score: float,
     digest: str,
     champion_scorer: Callable[[Path], dict] | None,
+    policy: PromotionPolicy | None = None,
 ) -> dict[str, Any]:
+    """Compare ``score`` with the champion's on the same held-out data (``digest``)."""
+    policy = policy or PromotionPolicy()
+    metric = policy.metric
     c = client(settings)
     name = settings.model_name
     try:
@@ -144,23 +259,29 @@ def decide_champion(
     except Exception:  # noqa: BLE001 - MLflow raises RestException when the alias is unset
         return {"promote": True, "previous": None, "reason": "no champion yet"}
     champ_score: float | None = None
-    if champ.tags.get("eval_digest") == digest and PRIMARY_METRIC in champ.tags:
-        champ_score = float(champ.tags[PRIMARY_METRIC])
+    if champ.tags.get("eval_digest") == digest and metric in champ.tags:
+        champ_score = float(champ.tags[metric])
     elif champion_scorer is not None:
         resolved = resolve(settings, f"models:/{name}/{champ.version}")
-        champ_score = float(champion_scorer(resolved.bundle_dir)["macro_f1"])
+        rescored = champion_scorer(resolved.bundle_dir)
+        champ_score = float(rescored[_EVAL_KEYS.get(metric, metric)])
     if champ_score is None:
         return {"promote": False, "previous": str(champ.version),
                 "reason": f"champion v{champ.version} was scored on other data; not compared"}
-    promote = score > champ_score
+    promote = score > champ_score + policy.margin
     verb = "beats" if promote else "does not beat"
+    by = f" by more than {policy.margin:.4f}" if policy.margin else ""
     return {
         "promote": promote,
         "previous": str(champ.version),
         "champion_score": champ_score,
-        "reason": f"v{version} {PRIMARY_METRIC}={score:.4f} {verb} "
-                  f"champion v{champ.version} {champ_score:.4f} on the same held-out data",
+        "reason": f"v{version} {metric}={score:.4f} {verb} "
+                  f"champion v{champ.version} {champ_score:.4f}{by} on the same held-out data",
     }
+
+
+# flat metric name -> key of an evaluation object (what a champion_scorer returns)
+_EVAL_KEYS = {"eval_macro_f1": "macro_f1", "eval_accuracy": "accuracy", "eval_ece": "ece"}
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

@@ -39,6 +39,10 @@ class TrainConfig(BaseModel):
     output_dir: Path
     train_sets: list[str] = Field(default_factory=lambda: list(DEFAULT_TRAIN_SETS))
     eval_sets: list[str] = Field(default_factory=lambda: list(DEFAULT_EVAL_SETS))
+    # Datasets in the object store (URIs of dataset prefixes), read in addition to the sets:
+    # what the pipeline's steps hand over.
+    train_datasets: list[str] = Field(default_factory=list)
+    eval_datasets: list[str] = Field(default_factory=list)
     max_train_per_set: int | None = None
     max_eval_per_set: int | None = None
     epochs: float = 2.0
@@ -120,6 +124,42 @@ def load_labelled(sets: list[str], data_dir: Path, cap: int | None, seed: int) -
     return out
 
 
+def load_dataset_rows(uri: str, cap: int | None, seed: int) -> list[dict]:
+    """Labelled text records ``{text, label, category, set}`` from a dataset in the object
+    store (``file:///dir/prefix`` or ``s3://bucket/prefix``; see :mod:`shopsense.data.dataset`)."""
+    from shopsense.data.dataset import read_dataset
+    from shopsense.settings import get_settings
+    from shopsense.store import open_store
+
+    root, _, prefix = uri.rstrip("/").rpartition("/")
+    manifest, reviews = read_dataset(open_store(root, get_settings()), prefix)
+    rows = [
+        {
+            "text": r.text if not r.title else f"{r.title}. {r.text}",
+            "label": r.label,
+            "category": r.product.category if r.product else None,
+            "set": r.source.name if r.source else manifest.name,
+        }
+        for r in reviews
+        if r.label and r.text.strip()
+    ]
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    return rows[:cap] if cap else rows
+
+
+def load_rows(sets: list[str], datasets: list[str], data_dir: Path, cap: int | None,
+              seed: int) -> list[dict]:
+    """Rows from named shared sets and from dataset URIs (``cap`` applies to each)."""
+    rows = load_labelled(sets, data_dir, cap, seed) if sets else []
+    if not datasets:
+        return rows
+    for uri in datasets:
+        rows.extend(load_dataset_rows(uri, cap, seed))
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
 def render_image_pool(n: int, seed: int, model: SentimentModel) -> tuple[torch.Tensor, list[str]]:
     """Render ``n`` procedural photos (balanced labels) and embed them once (encoder frozen)."""
     from shopsense.images.render import render_dataset
@@ -140,96 +180,130 @@ def _schedule(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def train(
-    config: TrainConfig,
-    *,
-    on_step: Callable[[int, float], None] | None = None,
-) -> TrainResult:
-    """Fine-tune and evaluate; write the bundle to ``config.output_dir``."""
-    start = time.perf_counter()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    rng = random.Random(config.seed)
+Sample = tuple[str | None, int | None, int]  # (text or None, image-pool index or None, label)
 
-    train_rows = load_labelled(config.train_sets, config.data_dir, config.max_train_per_set,
-                               config.seed)
-    eval_rows = load_labelled(config.eval_sets, config.data_dir, config.max_eval_per_set,
-                              config.seed + 1)
-    if not train_rows:
-        raise ValueError("no labelled training data in " + ", ".join(config.train_sets))
-    log.info("training on %d texts from %s", len(train_rows), ", ".join(config.train_sets))
 
-    mcfg = ModelConfig(
-        max_length=config.max_length,
-        truncation=config.truncation,
-        lora_r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        random_init=config.random_init,
-    )
-    model = SentimentModel(mcfg)
-    tokenizer = load_tokenizer()
-    pool_feats, pool_labels = render_image_pool(config.image_pool, config.seed, model)
-    pool_by_label = {lbl: [i for i, x in enumerate(pool_labels) if x == lbl] for lbl in LABELS}
+def sample_plan(rows: list[dict], pool_by_label: dict[str, list[int]], n_image_only: int,
+                config: TrainConfig, rng: random.Random) -> list[Sample]:
+    """One epoch of samples with modality dropout (see :class:`TrainConfig`): each text once,
+    alone or with a photo from the pool, plus ``n_image_only`` photo-only samples, shuffled."""
+    idx = {lbl: i for i, lbl in enumerate(LABELS)}
+    samples: list[Sample] = []
+    for row in rows:
+        y = idx[row["label"]]
+        u = rng.random()
+        if u < config.p_text_only / max(1e-9, 1 - config.p_image_only):
+            samples.append((row["text"], None, y))
+        elif row["label"] == "neutral" and rng.random() < config.p_photo_decides:
+            lbl = rng.choice(("negative", "positive"))
+            samples.append((row["text"], rng.choice(pool_by_label[lbl]), idx[lbl]))
+        else:
+            lbl = "neutral" if rng.random() < config.p_uninformative_image else row["label"]
+            samples.append((row["text"], rng.choice(pool_by_label[lbl]), y))
+    for _ in range(n_image_only):
+        lbl = rng.choice(LABELS)
+        samples.append((None, rng.choice(pool_by_label[lbl]), idx[lbl]))
+    rng.shuffle(samples)
+    return samples
 
-    # Sample plan: each text appears once per epoch with a drawn modality; image-only samples
-    # (label = the photo's label) are added so the image branch learns to stand alone.
-    n_text = len(train_rows)
-    n_image_only = int(n_text * config.p_image_only / max(1e-9, 1 - config.p_image_only))
-    steps_per_epoch = math.ceil((n_text + n_image_only) / config.batch_size)
-    total_steps = max(1, int(round(steps_per_epoch * config.epochs)))
 
-    counts = np.array([sum(r["label"] == lbl for r in train_rows) for lbl in LABELS], float)
-    weights = torch.tensor(np.sqrt(counts.sum() / np.maximum(counts, 1) / 3.0), dtype=torch.float32)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+class TrainSession:
+    """One training process: data, model, optimiser, schedule and the sample plan.
 
-    lora_params = [p for n, p in model.text_encoder.named_parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(
-        [
-            {"params": lora_params, "lr": config.lr_lora},
-            {"params": list(model.head.parameters()), "lr": config.lr_head},
-        ],
-        weight_decay=config.weight_decay,
-    )
-    base_lrs = [g["lr"] for g in optim.param_groups]
-    warmup = int(total_steps * config.warmup_fraction)
-    label_idx = {lbl: i for i, lbl in enumerate(LABELS)}
+    :func:`train` drives it in one process. ``pipelines/train`` drives the same object in each
+    Ray Train worker: every worker draws the same global batch from :meth:`next_batch` (the
+    plan is seeded), computes :meth:`loss` on its shard, averages gradients with the others and
+    calls :meth:`apply`; :meth:`state_dict` is what a checkpoint holds, so a restarted worker
+    continues the same plan at the same step.
+    """
 
-    def epoch_samples() -> list[tuple[str | None, int | None, int]]:
-        samples: list[tuple[str | None, int | None, int]] = []
-        for row in train_rows:
-            y = label_idx[row["label"]]
-            u = rng.random()
-            if u < config.p_text_only / max(1e-9, 1 - config.p_image_only):
-                samples.append((row["text"], None, y))
-            elif row["label"] == "neutral" and rng.random() < config.p_photo_decides:
-                lbl = rng.choice(("negative", "positive"))
-                samples.append((row["text"], rng.choice(pool_by_label[lbl]), label_idx[lbl]))
-            else:
-                lbl = "neutral" if rng.random() < config.p_uninformative_image else row["label"]
-                samples.append((row["text"], rng.choice(pool_by_label[lbl]), y))
-        for _ in range(n_image_only):
-            lbl = rng.choice(LABELS)
-            samples.append((None, rng.choice(pool_by_label[lbl]), label_idx[lbl]))
-        rng.shuffle(samples)
-        return samples
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.rng = random.Random(config.seed)
 
-    model.train()
-    model.image_encoder.eval()
-    step, seen, losses = 0, 0, []
-    bar = tqdm(total=total_steps, desc="train", disable=not config.progress, unit="step")
-    samples: list = []
-    while step < total_steps:
-        if not samples:
-            samples = epoch_samples()
-        batch, samples = samples[: config.batch_size], samples[config.batch_size :]
+        self.train_rows = load_rows(config.train_sets, config.train_datasets, config.data_dir,
+                                    config.max_train_per_set, config.seed)
+        self.eval_rows = load_rows(config.eval_sets, config.eval_datasets, config.data_dir,
+                                   config.max_eval_per_set, config.seed + 1)
+        if not self.train_rows:
+            raise ValueError("no labelled training data in " +
+                             ", ".join([*config.train_sets, *config.train_datasets]))
+        log.info("training on %d texts from %s", len(self.train_rows),
+                 ", ".join([*config.train_sets, *config.train_datasets]))
+
+        self.mcfg = mcfg = ModelConfig(
+            max_length=config.max_length,
+            truncation=config.truncation,
+            lora_r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            random_init=config.random_init,
+        )
+        self.model = SentimentModel(mcfg)
+        self.tokenizer = load_tokenizer()
+        self.pool_feats, pool_labels = render_image_pool(config.image_pool, config.seed,
+                                                         self.model)
+        self.pool_by_label = {lbl: [i for i, x in enumerate(pool_labels) if x == lbl]
+                              for lbl in LABELS}
+
+        # Sample plan: each text appears once per epoch with a drawn modality; image-only
+        # samples (label = the photo's label) are added so the image branch learns to stand alone.
+        n_text = len(self.train_rows)
+        p_img = config.p_image_only
+        self.n_image_only = int(n_text * p_img / max(1e-9, 1 - p_img))
+        self.steps_per_epoch = math.ceil((n_text + self.n_image_only) / config.batch_size)
+        self.total_steps = max(1, int(round(self.steps_per_epoch * config.epochs)))
+
+        counts = np.array([sum(r["label"] == lbl for r in self.train_rows) for lbl in LABELS],
+                          float)
+        weights = torch.tensor(np.sqrt(counts.sum() / np.maximum(counts, 1) / 3.0),
+                               dtype=torch.float32)
+        self.loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
+
+        lora_params = [p for n, p in self.model.text_encoder.named_parameters()
+                       if p.requires_grad]
+        self.optim = torch.optim.AdamW(
+            [
+                {"params": lora_params, "lr": config.lr_lora},
+                {"params": list(self.model.head.parameters()), "lr": config.lr_head},
+            ],
+            weight_decay=config.weight_decay,
+        )
+        self.base_lrs = [g["lr"] for g in self.optim.param_groups]
+        self.warmup = int(self.total_steps * config.warmup_fraction)
+        self.label_idx = {lbl: i for i, lbl in enumerate(LABELS)}
+        self.step = 0
+        self.seen = 0
+        self.losses: list[float] = []
+        self.samples: list[tuple[str | None, int | None, int]] = []
+        self.model.train()
+        self.model.image_encoder.eval()
+
+    # -- the plan -----------------------------------------------------------------------------
+    def epoch_samples(self) -> list[tuple[str | None, int | None, int]]:
+        return sample_plan(self.train_rows, self.pool_by_label, self.n_image_only, self.config,
+                           self.rng)
+
+    def next_batch(self) -> list[tuple[str | None, int | None, int]]:
+        """The next global batch of the plan (``config.batch_size`` samples)."""
+        if not self.samples:
+            self.samples = self.epoch_samples()
+        size = self.config.batch_size
+        batch, self.samples = self.samples[:size], self.samples[size:]
+        return batch
+
+    # -- one step -----------------------------------------------------------------------------
+    def loss(self, batch: list[tuple[str | None, int | None, int]]) -> torch.Tensor:
+        model = self.model
         texts = [t for t, _, _ in batch]
         mt = torch.tensor([t is not None for t in texts], dtype=torch.float32)
         mi = torch.tensor([i is not None for _, i, _ in batch], dtype=torch.float32)
         text_feats = torch.zeros((len(batch), TEXT_DIM))
         t_idx = [i for i, t in enumerate(texts) if t is not None]
         if t_idx:
-            enc = tokenize(tokenizer, [texts[i] for i in t_idx], mcfg)
+            enc = tokenize(self.tokenizer, [texts[i] for i in t_idx], self.mcfg)
             text_feats = text_feats.index_put(
                 (torch.tensor(t_idx),),
                 model.encode_text(enc["input_ids"], enc["attention_mask"]),
@@ -237,47 +311,124 @@ def train(
         image_feats = torch.zeros((len(batch), IMAGE_DIM))
         for row, (_, pool_i, _) in enumerate(batch):
             if pool_i is not None:
-                image_feats[row] = pool_feats[pool_i]
+                image_feats[row] = self.pool_feats[pool_i]
         y = torch.tensor([lbl for _, _, lbl in batch])
-        loss = loss_fn(model.head(text_feats, image_feats, mt, mi), y)
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), 1.0)
-        scale = _schedule(step, total_steps, warmup)
-        for group, base in zip(optim.param_groups, base_lrs):
+        return self.loss_fn(model.head(text_feats, image_feats, mt, mi), y)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return self.model.trainable_parameters()
+
+    def zero_grad(self) -> None:
+        self.optim.zero_grad(set_to_none=True)
+
+    def apply(self) -> None:
+        """Clip, set the scheduled learning rates, step the optimiser, advance the step."""
+        torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), 1.0)
+        scale = _schedule(self.step, self.total_steps, self.warmup)
+        for group, base in zip(self.optim.param_groups, self.base_lrs):
             group["lr"] = base * scale
-        optim.step()
-        step += 1
-        seen += len(batch)
-        losses.append(float(loss.detach()))
+        self.optim.step()
+        self.step += 1
+
+    def record(self, loss: float, samples: int) -> None:
+        self.seen += samples
+        self.losses.append(loss)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters()
+                if p.requires_grad}
+
+    def state_dict(self) -> dict:
+        return {
+            "trainable": self.trainable_state(),
+            "optim": self.optim.state_dict(),
+            "step": self.step,
+            "seen": self.seen,
+            "losses": list(self.losses),
+            "rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "samples": list(self.samples),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value)
+        self.optim.load_state_dict(state["optim"])
+        self.step, self.seen = int(state["step"]), int(state["seen"])
+        self.losses = list(state["losses"])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.samples = list(state["samples"])
+
+    def save_bundle(self, out_dir: Path) -> Path:
+        self.model.save_bundle(Path(out_dir),
+                               extra={"train": self.config.model_dump(mode="json")})
+        return Path(out_dir)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Fine-tune and evaluate; write the bundle to ``config.output_dir``."""
+    start = time.perf_counter()
+    session = TrainSession(config)
+    bar = tqdm(total=session.total_steps, desc="train", disable=not config.progress,
+               unit="step")
+    while session.step < session.total_steps:
+        batch = session.next_batch()
+        loss = session.loss(batch)
+        session.zero_grad()
+        loss.backward()
+        session.apply()
+        session.record(float(loss.detach()), len(batch))
         bar.update(1)
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        bar.set_postfix(loss=f"{np.mean(session.losses[-20:]):.3f}")
         if on_step:
-            on_step(step, float(loss))
+            on_step(session.step, float(loss))
     bar.close()
     train_seconds = time.perf_counter() - start
 
-    out_dir = Path(config.output_dir)
-    model.save_bundle(out_dir, extra={"train": config.model_dump(mode="json")})
+    out_dir = session.save_bundle(Path(config.output_dir))
     log.info("bundle written to %s", out_dir)
+    return finish_training(config, out_dir, session.eval_rows, losses=session.losses,
+                           seen=session.seen, train_seconds=train_seconds, start=start)
 
+
+def finish_training(
+    config: TrainConfig,
+    bundle_dir: Path,
+    eval_rows: list[dict],
+    *,
+    losses: list[float],
+    seen: int,
+    train_seconds: float,
+    start: float,
+) -> TrainResult:
+    """Evaluate a written bundle on the held-out rows and assemble the :class:`TrainResult`."""
     # Evaluate the saved bundle exactly as serving will load it (LoRA merged).
-    predictor = Predictor(SentimentModel.load_bundle(out_dir))
+    predictor = Predictor(SentimentModel.load_bundle(bundle_dir))
     evaluation = evaluate_held_out(predictor, eval_rows, progress=config.progress)
+    mcfg = predictor.cfg
     skip = ("data_dir", "output_dir", "progress")
     params = {k: v for k, v in config.model_dump(mode="json").items() if k not in skip}
     params.update({f"model.{k}": v for k, v in asdict(mcfg).items() if k not in ("labels",)})
     flat = {
         "eval_accuracy": evaluation["accuracy"],
         "eval_macro_f1": evaluation["macro_f1"],
-        "train_loss_last": float(np.mean(losses[-20:])),
+        "eval_ece": evaluation["ece"],
+        "train_loss_last": float(np.mean(losses[-20:])) if losses else float("nan"),
         "train_samples_per_second": seen / max(train_seconds, 1e-9),
     }
     for name, sub in evaluation.get("per_set", {}).items():
         flat[f"eval_{name}_accuracy"] = sub["accuracy"]
         flat[f"eval_{name}_macro_f1"] = sub["macro_f1"]
     return TrainResult(
-        bundle_dir=out_dir,
+        bundle_dir=Path(bundle_dir),
         params=params,
         metrics=flat,
         evaluation=evaluation,
@@ -299,22 +450,68 @@ def predict_in_batches(predictor: Predictor, texts: list[str | None], images=Non
 
 
 def evaluate_held_out(predictor: Predictor, rows: list[dict], *, progress: bool = False) -> dict:
-    """The contract's evaluation on the held-out sets, overall and per set.
+    """The contract's evaluation on the held-out sets, overall and per set, with calibration.
 
     Each set is scored with the labels it holds (two-label sets choose between those two)."""
+    proba = predict_in_batches(predictor, [r["text"] for r in rows], progress=progress)
+    return evaluation_report(rows, proba)
+
+
+def calibration(proba: np.ndarray, y_true: list[str], labels: list[str], *,
+                bins: int = 15) -> dict:
+    """Expected calibration error of the predicted label's probability.
+
+    The probabilities are renormalised over ``labels`` (the labels a set holds, as the
+    prediction is), the confidence is the largest of them, and ECE is the sample-weighted mean
+    over ``bins`` equal-width confidence bins of |accuracy - mean confidence|."""
+    if len(y_true) == 0:
+        return {"ece": float("nan"), "bins": []}
+    idx = [LABELS.index(lbl) for lbl in labels]
+    sub = proba[:, idx]
+    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+    conf = sub.max(axis=1)
+    pred = [labels[j] for j in sub.argmax(axis=1)]
+    correct = np.array([p == t for p, t in zip(pred, y_true)], dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece, table = 0.0, []
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        acc, mean_conf = float(correct[sel].mean()), float(conf[sel].mean())
+        ece += sel.sum() / len(conf) * abs(acc - mean_conf)
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(sel.sum()),
+                      "accuracy": acc, "confidence": mean_conf})
+    return {"ece": float(ece), "bins": table}
+
+
+def evaluation_report(rows: list[dict], proba: np.ndarray) -> dict:
+    """Accuracy, macro-F1, per-label (``per_class``), per-category and per-set figures and the
+    expected calibration error of held-out ``rows`` ({text, label, set, category}) scored
+    with ``proba`` (one row of label probabilities per record, in ``LABELS`` order)."""
     from shopsense.evaluate import evaluate_records
 
-    proba = predict_in_batches(predictor, [r["text"] for r in rows], progress=progress)
     by_set: dict[str, list[int]] = {}
     for i, r in enumerate(rows):
-        by_set.setdefault(r["set"], []).append(i)
+        by_set.setdefault(r.get("set") or "all", []).append(i)
     per_set = {}
     for name, idx in by_set.items():
         sub = proba[idx]
         per_set[name] = evaluate_records([rows[i] for i in idx], lambda t, im, sub=sub: sub,
                                          model={})
+        per_set[name]["ece"] = calibration(sub, [rows[i]["label"] for i in idx],
+                                           per_set[name]["labels"])["ece"]
     overall = evaluate_records(rows, lambda t, im: proba, model={})
+    y_true = [r["label"] for r in rows]
+    cal = calibration(proba, y_true, overall["labels"])
+    overall["ece"] = cal["ece"]
+    overall["calibration_bins"] = cal["bins"]
+    for cat, figures in overall.get("per_category", {}).items():
+        idx = [i for i, r in enumerate(rows) if r.get("category") == cat]
+        figures["ece"] = calibration(proba[idx], [y_true[i] for i in idx],
+                                     overall["labels"])["ece"]
     overall["per_set"] = {
-        k: {m: v[m] for m in ("n", "accuracy", "macro_f1")} for k, v in per_set.items()
+        k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece")} for k, v in per_set.items()
     }
     return overall

@@ -1,0 +1,146 @@
+"""Distributed training speed and the pipeline model's quality; prints markdown tables.
+
+1. Training samples/s with 1 and 2 Ray Train workers (the pipeline's train code,
+   ``pipelines.train.distributed``), small config, median of ``--runs`` runs. The figure is
+   measured inside the workers over the training steps only (model loading excluded). Two
+   workers on a 2-core machine get one core each; one worker gets both.
+2. Quality on held-out real reviews (Blitzer dvd + UCI imdb, sets no recipe trains on): a model
+   trained by the pipeline's train step (demo recipe, ``--workers`` Ray workers) against the
+   core path's default model (``--core-model``, default ``models:/shopsense-sentiment@champion``)
+   on the same records, through the evaluation contract's code (``shopsense.evaluate``).
+
+The load average is printed with each table: figures taken while other jobs load the CPU are
+labelled so.
+
+    SHOPSENSE_HOME=$PWD/.shopsense .venv/bin/python benchmarks/train_speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _load_label() -> str:
+    one, five, _ = os.getloadavg()
+    cores = os.cpu_count() or 1
+    busy = one > cores * 0.75
+    tag = "**shared: other jobs were loading the CPU**" if busy else "machine otherwise idle"
+    return f"load average {one:.1f} (1 min) / {five:.1f} (5 min) on {cores} cores — {tag}"
+
+
+def speed(args, data_dir: Path, tmp: Path) -> None:
+    import ray
+
+    from pipelines.train.config import DistributedConfig
+    from pipelines.train.distributed import train_distributed
+    from shopsense.model.train import TrainConfig
+
+    ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False,
+             configure_logging=False, log_to_driver=False)
+    rows = []
+    start_load = _load_label()
+    try:
+        for workers in (1, 2):
+            cpus = max(1, (os.cpu_count() or 2) // workers)
+            values = []
+            for run in range(args.runs):
+                tc = TrainConfig(data_dir=data_dir, output_dir=tmp / f"s{workers}-{run}",
+                                 train_sets=["uci-amazon"], eval_sets=[],
+                                 max_train_per_set=args.speed_texts, epochs=1, batch_size=16,
+                                 max_length=64, image_pool=24, threads=cpus, progress=False)
+                cfg = DistributedConfig(train=tc, num_workers=workers, cpus_per_worker=cpus,
+                                        checkpoint_uri=(tmp / "ckpt").as_uri(),
+                                        checkpoint_every=1000)
+                r = train_distributed(cfg, evaluate=False)
+                values.append(r.samples_per_second)
+                print(f"  {workers} worker(s), run {run + 1}: {r.samples_per_second:.1f} "
+                      "samples/s", file=sys.stderr)
+            rows.append((workers, cpus, values))
+    finally:
+        ray.shutdown()
+    print(f"\n### Training speed (Ray Train, compact model)\n\n{start_load} at the start; "
+          f"{_load_label()} at the end.\n")
+    print("| workers | CPUs per worker | samples/s (median) | runs |")
+    print("|---|---|---|---|")
+    for workers, cpus, values in rows:
+        print(f"| {workers} | {cpus} | {statistics.median(values):.1f} | "
+              f"{', '.join(f'{v:.1f}' for v in values)} |")
+
+
+def quality(args, data_dir: Path, tmp: Path) -> None:
+    from pipelines.train.config import DistributedConfig
+    from pipelines.train.distributed import train_distributed
+    from shopsense import registry
+    from shopsense.evaluate import evaluate_records
+    from shopsense.model.classifier import Predictor
+    from shopsense.model.train import load_labelled, predict_in_batches, recipe
+    from shopsense.settings import get_settings
+
+    start_load = _load_label()
+    records = load_labelled(["blitzer-dvd", "uci-imdb"], data_dir, args.heldout_per_set, 7)
+    if args.pipeline_model:
+        resolved = registry.resolve(get_settings(), args.pipeline_model)
+        pipeline_bundle, pipeline_name = resolved.bundle_dir, args.pipeline_model
+    else:
+        t0 = time.perf_counter()
+        cfg = DistributedConfig(
+            train=recipe("demo", data_dir=data_dir, output_dir=tmp / "pipeline-model",
+                         progress=False, eval_sets=[]),
+            num_workers=args.workers, cpus_per_worker=max(1, (os.cpu_count() or 2)
+                                                          // args.workers),
+            checkpoint_uri=(tmp / "ckpt").as_uri())
+        r = train_distributed(cfg, evaluate=False)
+        pipeline_bundle = r.bundle_dir
+        pipeline_name = (f"pipeline train step, demo recipe, {args.workers} Ray workers "
+                         f"({time.perf_counter() - t0:.0f} s)")
+    core = registry.resolve(get_settings(), args.core_model)
+    systems = [(f"core default `{args.core_model}` (v{core.version})", core.bundle_dir),
+               (pipeline_name, pipeline_bundle)]
+    print(f"\n### Quality on held-out real reviews\n\n{start_load} at the start.\n")
+    print("| held-out set | system | n | accuracy | macro-F1 |")
+    print("|---|---|---|---|---|")
+    for label, bundle in systems:
+        pred = Predictor.from_bundle(bundle)
+        proba = predict_in_batches(pred, [r["text"] for r in records])
+        for set_name in ("blitzer-dvd", "uci-imdb", None):
+            idx = [i for i, r in enumerate(records) if set_name in (None, r["set"])]
+            ev = evaluate_records([records[i] for i in idx], lambda t, im, p=proba[idx]: p,
+                                  model={})
+            print(f"| {set_name or 'both'} | {label} | {ev['n']} | {ev['accuracy']:.4f} | "
+                  f"{ev['macro_f1']:.4f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3, help="runs per worker count (median)")
+    ap.add_argument("--speed-texts", type=int, default=96, help="training texts per run")
+    ap.add_argument("--workers", type=int, default=2, help="Ray workers for the quality model")
+    ap.add_argument("--heldout-per-set", type=int, default=1000,
+                    help="held-out reviews per set (blitzer-dvd, uci-imdb)")
+    ap.add_argument("--core-model", default="models:/shopsense-sentiment@champion")
+    ap.add_argument("--pipeline-model", default=None,
+                    help="a registered pipeline model (models:/…); default: train one")
+    ap.add_argument("--skip", choices=("speed", "quality"), default=None)
+    args = ap.parse_args()
+    from shopsense.settings import get_settings
+
+    data_dir = get_settings().data_dir
+    with tempfile.TemporaryDirectory(prefix="shopsense-train-speed-") as tmp:
+        if args.skip != "speed":
+            speed(args, data_dir, Path(tmp))
+        if args.skip != "quality":
+            quality(args, data_dir, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

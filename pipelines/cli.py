@@ -1,0 +1,135 @@
+"""``shopsense pipeline …``: compile, run locally (kfp.local) and submit the review-sentiment
+pipeline. Registered on the root command through the ``shopsense.commands`` entry point."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+log = logging.getLogger("shopsense.pipeline")
+
+pipeline_app = typer.Typer(help="The Kubeflow pipeline review-sentiment: compile, run locally, "
+                                "submit.", no_args_is_help=True)
+
+# `shopsense pipeline run`: small sizes, CPU, one Ray Train worker — minutes, not hours.
+LOCAL_ARGUMENTS: dict = {
+    "train_sets": "blitzer-electronics,uci-amazon,huliu",
+    "heldout_sets": "blitzer-dvd,uci-imdb",
+    "max_train_per_set": 120,
+    "max_heldout_per_set": 100,
+    "recipe": "demo",
+    "epochs": 1.0,
+    "max_length": 64,
+    "batch_size": 16,
+    "image_pool": 60,
+    "num_workers": 1,
+    "use_gpu": False,
+    "margin": 0.0,
+    "floor_macro_f1": 0.5,
+    "floor_accuracy": 0.5,
+    "max_ece": 0.0,
+}
+
+
+def _arguments(pairs: list[str], base: dict) -> dict:
+    out = dict(base)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--arg wants KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_local(arguments: dict, *, pipeline_root: Path) -> dict:
+    """Run the whole pipeline here through ``kfp.local`` (each step a subprocess of this
+    virtualenv's Python; nothing installed). Returns the register step's outputs."""
+    from kfp import local
+
+    from pipelines.review_pipeline import review_sentiment
+
+    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
+    task = review_sentiment(**arguments)
+    return {"version": task.outputs["version"], "champion": task.outputs["champion"],
+            "reason": task.outputs["reason"]}
+
+
+@pipeline_app.command("compile")
+def compile_cmd(
+    output: Optional[Path] = typer.Option(None, help="default: manifests/pipelines/"
+                                          "review-sentiment.yaml"),
+) -> None:
+    """Compile the pipeline to its IR YAML."""
+    from pipelines.review_pipeline import MANIFEST, compile_pipeline
+
+    typer.echo(f"wrote {compile_pipeline(output or MANIFEST)}")
+
+
+@pipeline_app.command("run")
+def run_cmd(
+    arg: list[str] = typer.Option([], "--arg", help="pipeline argument KEY=VALUE (repeatable);"
+                                  " defaults are small CPU sizes"),
+    root: Optional[Path] = typer.Option(None, help="where step outputs go (default: "
+                                        "<home>/pipeline-runs)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Run review-sentiment end to end on this machine (kfp.local, CPU, small sizes) and print
+    the registered version and whether it became champion."""
+    from shopsense.settings import get_settings
+
+    s = get_settings()
+    out = run_local(_arguments(arg, LOCAL_ARGUMENTS),
+                    pipeline_root=root or s.resolved_home() / "pipeline-runs")
+    if as_json:
+        typer.echo(json.dumps(out))
+    else:
+        state = "is now champion" if out["champion"] else "did not become champion"
+        typer.echo(f"registered {s.model_name} v{out['version']} (alias challenger); it "
+                   f"{state}: {out['reason']}")
+
+
+@pipeline_app.command("submit")
+def submit_cmd(
+    host: str = typer.Option(..., "--host", help="Kubeflow Pipelines API, e.g. "
+                              "http://ml-pipeline-ui.kubeflow:80"),
+    package: Optional[Path] = typer.Option(None, help="compiled YAML (default: the committed "
+                                           "manifests/pipelines/review-sentiment.yaml)"),
+    arg: list[str] = typer.Option([], "--arg", help="pipeline argument KEY=VALUE (repeatable)"),
+    experiment: str = typer.Option("shopsense", help="KFP experiment name"),
+    run_name: Optional[str] = typer.Option(None, help="run name (default: generated)"),
+    namespace: Optional[str] = typer.Option(None, help="Kubeflow namespace (multi-user)"),
+    token: Optional[str] = typer.Option(None, envvar="KFP_TOKEN", help="bearer token"),
+) -> None:
+    """Submit the compiled pipeline to a Kubeflow Pipelines server."""
+    from pipelines.review_pipeline import MANIFEST
+
+    out = submit(host=host, package=package or MANIFEST, arguments=_arguments(arg, {}),
+                 experiment=experiment, run_name=run_name, namespace=namespace, token=token)
+    typer.echo(f"submitted run {out['run_id']} to {host}: {out['url']}")
+
+
+def submit(*, host: str, package: Path, arguments: dict, experiment: str,
+           run_name: str | None = None, namespace: str | None = None,
+           token: str | None = None) -> dict:
+    import kfp
+
+    client = kfp.Client(host=host, namespace=namespace, existing_token=token)
+    result = client.create_run_from_pipeline_package(
+        str(package), arguments=arguments, run_name=run_name, experiment_name=experiment,
+        namespace=namespace)
+    return {"run_id": result.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(pipeline_app, name="pipeline")

@@ -1,0 +1,114 @@
+"""Kubeflow components of the review-sentiment pipeline: thin, typed wrappers around
+:mod:`pipelines.steps`.
+
+They are lightweight Python components that install nothing at run time
+(``packages_to_install=[]``): the code they run is the ``shopsense`` package already in the
+step image (``PIPELINE_IMAGE``, built from ``images/``), or in the current virtualenv under
+``kfp.local``. Each body only imports and calls a step function, so the logic stays testable
+without Kubeflow.
+"""
+
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+PIPELINE_IMAGE = "ghcr.io/shopsense/pipeline:0.1.0"
+
+# No pip at run time: not the step's packages, not even kfp (the image has it).
+component = dsl.component(base_image=PIPELINE_IMAGE, packages_to_install=[],
+                          install_kfp_package=False)
+
+
+@component
+def import_reviews(
+    train_sets: str,
+    heldout_sets: str,
+    max_train_per_set: int,
+    max_heldout_per_set: int,
+    seed: int,
+    train_data: Output[Dataset],
+    heldout_data: Output[Dataset],
+):
+    """Real labelled reviews from the shared sets: a training dataset and a held-out one."""
+    from pipelines.steps import import_reviews as run
+
+    for sets, cap, out, name in ((train_sets, max_train_per_set, train_data, "train"),
+                                 (heldout_sets, max_heldout_per_set, heldout_data, "heldout")):
+        info = run(sets=[x for x in sets.split(",") if x], out_dir=out.path,
+                   max_per_set=cap or None, seed=seed, name=name)
+        out.metadata.update({"count": info["count"], "digest": info["digest"]})
+
+
+@component
+def train_model(
+    train_data: Input[Dataset],
+    model_kind: str,
+    recipe: str,
+    epochs: float,
+    max_length: int,
+    batch_size: int,
+    image_pool: int,
+    num_workers: int,
+    use_gpu: bool,
+    checkpoint_uri: str,
+    run_name: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Ray Train fine-tuning (LoRA) with checkpoints in the object store."""
+    import os
+
+    from pipelines.steps import train_model as run
+
+    os.makedirs(model.path, exist_ok=True)
+    overrides = {"epochs": epochs, "max_length": max_length, "batch_size": batch_size,
+                 "image_pool": image_pool}
+    info = run(train_data=train_data.path, model_dir=model.path, model_kind=model_kind,
+               recipe=recipe, overrides=overrides, num_workers=num_workers, use_gpu=use_gpu,
+               checkpoint_uri=checkpoint_uri or None, run_name=run_name or None)
+    model.metadata.update({"model_kind": model_kind, "dataset_digest": info["dataset_digest"],
+                           "ray_run": info["run_name"]})
+    for key, value in info["metrics"].items():
+        metrics.log_metric(key, float(value))
+
+
+@component
+def evaluate_model(
+    model: Input[Model],
+    heldout_data: Input[Dataset],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Accuracy, macro-F1, per-label and per-category figures and ECE on held-out real data."""
+    from pipelines.steps import evaluate_model as run
+
+    result = run(model_dir=model.path, heldout_data=heldout_data.path, report_path=report.path)
+    for key in ("accuracy", "macro_f1", "ece", "n"):
+        metrics.log_metric(key, float(result[key]))
+
+
+@component
+def register_model(
+    model: Input[Model],
+    report: Input[Artifact],
+    heldout_data: Input[Dataset],
+    margin: float,
+    floor_macro_f1: float,
+    floor_accuracy: float,
+    max_ece: float,
+) -> NamedTuple("Registration", version=str, champion=bool, reason=str):
+    """Register a version (alias challenger); move champion only past margin and floors."""
+    from collections import namedtuple
+
+    from pipelines.steps import register_model as run
+
+    out = run(model_dir=model.path, report_path=report.path, heldout_data=heldout_data.path,
+              margin=margin,
+              floors={"eval_macro_f1": floor_macro_f1, "eval_accuracy": floor_accuracy},
+              ceilings={"eval_ece": max_ece} if max_ece > 0 else {})
+    print(f"registered {out['name']} v{out['version']}: "
+          f"{'champion' if out['promote'] else 'not champion'} ({out['reason']})")
+    return namedtuple("Registration", ["version", "champion", "reason"])(
+        out["version"], bool(out["promote"]), out["reason"])

@@ -1,0 +1,128 @@
+"""The Kubeflow pipeline ``review-sentiment``: data → train → evaluate → register.
+
+Steps (components in :mod:`pipelines.components`, logic in :mod:`pipelines.steps`):
+
+1. ``import-reviews`` — real labelled reviews from the shared sets, as two datasets: training
+   and held-out. It stands where the scrape → synthesize → validate steps of the data agents
+   go (``pipelines/scrape``, ``pipelines/synthesize``, ``pipelines/validate`` expose no step
+   entry point yet): each is a component ``Input[Dataset] -> Output[Dataset]`` added to
+   ``DATA_STEPS`` below, and the chain feeds the last one's output to training.
+2. ``train-model`` — Ray Train + PEFT LoRA; the GPU step: one accelerator, the GPU node pool's
+   node selector and toleration, MinIO credentials for checkpoints in the object store, retries
+   (a retried attempt resumes from the run's last checkpoint: the Ray run is named after the
+   pipeline job).
+3. ``evaluate-model`` — the evaluation report on the held-out data (``Artifact``, JSON) and its
+   figures (``Metrics``).
+4. ``register-model`` — MLflow run, model version, alias ``challenger``, champion gate.
+
+Compile with ``shopsense pipeline compile`` (writes ``manifests/pipelines/review-sentiment.yaml``),
+run locally with ``shopsense pipeline run`` (``kfp.local``), submit with
+``shopsense pipeline submit --host URL``.
+"""
+
+
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from kfp import dsl, kubernetes
+
+from pipelines import components as c
+
+PIPELINE_NAME = "review-sentiment"
+MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "pipelines" / (
+    PIPELINE_NAME + ".yaml")
+
+# The GPU node pool: what the cluster's GPU nodes carry (see charts/ for the node pool).
+GPU_ACCELERATOR = "nvidia.com/gpu"
+GPU_NODE_SELECTOR = ("shopsense.io/pool", "gpu")
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+# Kubernetes Secrets (name -> {secret key: environment variable}).
+MINIO_SECRET = ("shopsense-minio", {"endpoint": "SHOPSENSE_S3_ENDPOINT",
+                                    "access_key": "SHOPSENSE_S3_ACCESS_KEY",
+                                    "secret_key": "SHOPSENSE_S3_SECRET_KEY"})
+MLFLOW_SECRET = ("shopsense-mlflow", {"tracking_uri": "SHOPSENSE_MLFLOW_TRACKING_URI",
+                                      "username": "MLFLOW_TRACKING_USERNAME",
+                                      "password": "MLFLOW_TRACKING_PASSWORD"})
+
+# Data steps after the import, in order: each takes the previous dataset and returns a new
+# one, e.g. ``lambda ds: synthesize(data=ds).outputs["data"]``.
+DATA_STEPS: list[Callable] = []
+
+
+def _secret(task, secret: tuple[str, dict[str, str]]):
+    name, keys = secret
+    return kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys)
+
+
+def _on_gpu_pool(task, gpus: int = 1):
+    task.set_accelerator_type(GPU_ACCELERATOR).set_accelerator_limit(gpus)
+    kubernetes.add_node_selector(task, label_key=GPU_NODE_SELECTOR[0],
+                                 label_value=GPU_NODE_SELECTOR[1])
+    kubernetes.add_toleration(task, **GPU_TOLERATION)
+    return task
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="Review sentiment: data, Ray Train fine-tuning, evaluation on "
+                          "held-out real reviews, MLflow registration with a champion gate")
+def review_sentiment(
+    train_sets: str = "blitzer-books,blitzer-electronics,uci-amazon,huliu",
+    heldout_sets: str = "blitzer-dvd,uci-imdb",
+    max_train_per_set: int = 0,
+    max_heldout_per_set: int = 0,
+    seed: int = 13,
+    model_kind: str = "compact",
+    recipe: str = "full",
+    epochs: float = 2.0,
+    max_length: int = 128,
+    batch_size: int = 32,
+    image_pool: int = 600,
+    num_workers: int = 2,
+    use_gpu: bool = True,
+    checkpoint_uri: str = "",
+    margin: float = 0.005,
+    floor_macro_f1: float = 0.80,
+    floor_accuracy: float = 0.80,
+    max_ece: float = 0.15,
+) -> NamedTuple("Outputs", version=str, champion=bool, reason=str):
+    data = c.import_reviews(train_sets=train_sets, heldout_sets=heldout_sets,
+                            max_train_per_set=max_train_per_set,
+                            max_heldout_per_set=max_heldout_per_set, seed=seed)
+    data.set_retry(num_retries=2, backoff_duration="30s")
+    data.set_cpu_limit("2").set_memory_limit("4G")
+    _secret(data, MINIO_SECRET)
+    train_data = data.outputs["train_data"]
+    for step in DATA_STEPS:
+        train_data = step(train_data)
+
+    train = c.train_model(train_data=train_data, model_kind=model_kind, recipe=recipe,
+                          epochs=epochs, max_length=max_length, batch_size=batch_size,
+                          image_pool=image_pool, num_workers=num_workers, use_gpu=use_gpu,
+                          checkpoint_uri=checkpoint_uri,
+                          run_name=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    train.set_cpu_limit("8").set_memory_limit("32G")
+    train.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)
+    _on_gpu_pool(_secret(train, MINIO_SECRET))
+
+    evaluate = c.evaluate_model(model=train.outputs["model"],
+                                heldout_data=data.outputs["heldout_data"])
+    evaluate.set_cpu_limit("4").set_memory_limit("8G")
+    _on_gpu_pool(evaluate)
+
+    register = c.register_model(model=train.outputs["model"], report=evaluate.outputs["report"],
+                                heldout_data=data.outputs["heldout_data"], margin=margin,
+                                floor_macro_f1=floor_macro_f1, floor_accuracy=floor_accuracy,
+                                max_ece=max_ece)
+    register.set_retry(num_retries=3, backoff_duration="15s")  # the MLflow server may blip
+    _secret(_secret(register, MLFLOW_SECRET), MINIO_SECRET)
+    outputs = NamedTuple("Outputs", version=str, champion=bool, reason=str)
+    return outputs(register.outputs["version"], register.outputs["champion"],
+                   register.outputs["reason"])
+
+
+def compile_pipeline(path: Path = MANIFEST) -> Path:
+    from kfp import compiler
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(review_sentiment, package_path=str(path))
+    return path

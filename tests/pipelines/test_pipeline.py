@@ -1,0 +1,116 @@
+"""The Kubeflow pipeline: the committed YAML is current, the GPU/secret/retry settings are in
+it, it runs end to end through kfp.local, and submission speaks KFP's v2beta1 REST API."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.review_pipeline import MANIFEST, PIPELINE_NAME, compile_pipeline
+from tests.pipelines.kfp_stub import kfp_stub_server
+
+
+def _docs(path):
+    return list(yaml.safe_load_all(path.read_text()))
+
+
+def test_committed_pipeline_yaml_is_not_stale(tmp_path):
+    fresh = compile_pipeline(tmp_path / "review-sentiment.yaml")
+    assert MANIFEST.is_file(), "run `shopsense pipeline compile` and commit the YAML"
+    assert fresh.read_text() == MANIFEST.read_text(), (
+        "manifests/pipelines/review-sentiment.yaml is stale: run `shopsense pipeline compile`")
+
+
+def test_pipeline_wiring_gpu_pool_secrets_and_retries():
+    spec, platform = _docs(MANIFEST)
+    assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
+    dag = spec["root"]["dag"]["tasks"]
+    assert list(dag) == ["evaluate-model", "import-reviews", "register-model", "train-model"]
+    assert dag["train-model"]["dependentTasks"] == ["import-reviews"]
+    assert set(dag["register-model"]["dependentTasks"]) == {
+        "evaluate-model", "import-reviews", "train-model"}
+    # typed artifacts between the steps
+    comps = spec["components"]
+    arts = comps["comp-train-model"]["outputDefinitions"]["artifacts"]
+    assert arts["model"]["artifactType"]["schemaTitle"] == "system.Model"
+    assert arts["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    assert comps["comp-import-reviews"]["outputDefinitions"]["artifacts"]["train_data"][
+        "artifactType"]["schemaTitle"] == "system.Dataset"
+    # nothing is pip-installed at run time
+    for name, ex in spec["deploymentSpec"]["executors"].items():
+        assert "pip install" not in json.dumps(ex), name
+    # GPU steps: accelerator, node selector and toleration of the GPU pool
+    train_ex = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]
+    assert train_ex["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert train_ex["resources"]["accelerator"]["resourceCount"] == "1"
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for ex in ("exec-train-model", "exec-evaluate-model"):
+        assert k8s[ex]["nodeSelector"]["labels"] == {"shopsense.io/pool": "gpu"}
+        assert k8s[ex]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    # credentials from Secrets
+    secrets = {s["secretName"] for s in k8s["exec-register-model"]["secretAsEnv"]}
+    assert secrets == {"shopsense-minio", "shopsense-mlflow"}
+    assert k8s["exec-train-model"]["secretAsEnv"][0]["secretName"] == "shopsense-minio"
+    # retries on the flaky steps
+    for task in ("import-reviews", "train-model", "register-model"):
+        assert dag[task]["retryPolicy"]["maxRetryCount"] >= 2
+
+
+@pytest.mark.slow
+def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch):
+    """kfp.local runs each step as a subprocess of this virtualenv: import real reviews,
+    Ray Train, evaluate, register in a fresh MLflow registry."""
+    from pipelines.cli import LOCAL_ARGUMENTS, run_local
+    from shopsense import registry
+    from shopsense.settings import Settings, get_settings
+
+    monkeypatch.setenv("SHOPSENSE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHOPSENSE_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    args = {**LOCAL_ARGUMENTS, "train_sets": "uci-amazon,huliu", "heldout_sets": "uci-imdb",
+            "max_train_per_set": 16, "max_heldout_per_set": 20, "max_length": 32,
+            "batch_size": 8, "image_pool": 12, "floor_macro_f1": 0.0, "floor_accuracy": 0.0}
+    try:
+        out = run_local(args, pipeline_root=tmp_path / "runs")
+        assert out == {"version": "1", "champion": True, "reason": "no champion yet"}
+        s = Settings()
+        c = registry.client(s)
+        mv = c.get_model_version(s.model_name, "1")
+        assert {str(v) for v in c.get_registered_model(s.model_name).aliases.values()} == {"1"}
+        assert len(mv.tags["dataset_digest"]) == 64 and mv.tags["git_commit"]
+        local = c.download_artifacts(mv.run_id, "evaluation_report.json", str(tmp_path))
+        report = json.loads(Path(local).read_text())
+        assert report["n"] == 20 and "ece" in report and "per_category" in report
+        # the Ray Train checkpoints went to the object store
+        assert list((tmp_path / "home" / "store" / "checkpoints").glob("*/checkpoint_*"))
+    finally:
+        get_settings.cache_clear()
+
+
+def test_submit_creates_an_experiment_and_a_run_on_a_kfp_server(tmp_path):
+    from typer.testing import CliRunner
+
+    from shopsense.cli import _load_plugins, app
+
+    _load_plugins()
+    with kfp_stub_server() as (url, stub):
+        res = CliRunner().invoke(app, ["pipeline", "submit", "--host", url, "--arg",
+                                       "num_workers=4", "--arg", "recipe=full",
+                                       "--run-name", "nightly"])
+        assert res.exit_code == 0, res.output
+        calls = [(r["method"], r["path"]) for r in stub.requests]
+        assert ("POST", "/apis/v2beta1/experiments") in calls
+        run = next(r["body"] for r in stub.requests
+                   if (r["method"], r["path"]) == ("POST", "/apis/v2beta1/runs"))
+        assert run["display_name"] == "nightly"
+        assert run["experiment_id"] == next(iter(stub.experiments))
+        assert run["runtime_config"]["parameters"] == {"num_workers": 4, "recipe": "full"}
+        spec = run["pipeline_spec"]
+        assert spec["pipeline_spec"]["pipelineInfo"]["name"] == PIPELINE_NAME
+        assert "kubernetes" in spec["platform_spec"]["platforms"]
+        run_id = next(iter(stub.runs))
+        assert f"submitted run {run_id}" in res.output
+        # a second submission reuses the experiment (found by its display name)
+        res = CliRunner().invoke(app, ["pipeline", "submit", "--host", url])
+        assert res.exit_code == 0 and len(stub.experiments) == 1 and len(stub.runs) == 2
