@@ -126,6 +126,11 @@ class TantivySparseIndex:
         except ValueError as exc:
             raise IndexMismatch(f"{self.where}: {exc} (remove the folder to rebuild it)") from exc
         self._analyzer = _query_analyzer()
+        # the searcher is reloaded on the first read after a commit, not after every commit:
+        # a bulk index commits once per batch and reads nothing in between, and a reload costs
+        # about as much as a small commit's flush (benchmarks/retrieval_speed.py)
+        self._commits = 0  # commits made through this object
+        self._seen = -1  # the value of _commits at the last reload
 
     # -- writes --------------------------------------------------------------------------
     def _writer(self):
@@ -163,7 +168,16 @@ class TantivySparseIndex:
         finally:
             writer.wait_merging_threads()  # consumes the writer: releases the lock
             del writer
-        self.index.reload()
+            self._commits += 1
+
+    def _searcher(self):
+        """A searcher that sees every committed write of this process (and of others up to
+        the last commit seen here or the last reload)."""
+        commits = self._commits
+        if self._seen != commits:
+            self.index.reload()
+            self._seen = commits
+        return self.index.searcher()
 
     def upsert(self, docs: Sequence[Doc]) -> dict[str, str]:
         docs = _dedupe(docs)
@@ -221,7 +235,7 @@ class TantivySparseIndex:
         clauses = [(t.Occur.Must, text_q)] + [
             (t.Occur.Must, t.Query.const_score_query(q, 0.0))
             for q in self._filter_queries(filters)]
-        searcher = self.index.searcher()
+        searcher = self._searcher()
         hits = []
         for score, address in searcher.search(t.Query.boolean_query(clauses), limit=k).hits:
             doc = searcher.doc(address)
@@ -236,7 +250,7 @@ class TantivySparseIndex:
         ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
-        searcher = self.index.searcher()
+        searcher = self._searcher()
         q = t.Query.term_set_query(self.schema, "review_id", ids)
         out = {}
         for _score, address in searcher.search(q, limit=len(ids)).hits:
