@@ -25,6 +25,12 @@ Metrics (per query, then averaged over the evaluated queries; a query with no hi
 temporary directory, or a uniquely named Qdrant collection / OpenSearch index on servers, dropped
 afterwards), embeds all queries once, takes each retriever's top ``max(100, candidates)`` per
 query and fuses them for ``hybrid`` exactly as ``HybridRetriever.search`` does.
+
+Modes reported: ``dense``, ``sparse``, ``hybrid`` (the configured fusion,
+``SHOPSENSE_RETRIEVAL__FUSION``; the key older callers read), ``hybrid-rrf`` and
+``hybrid-weighted`` (both fusions, always), and ``hybrid+rerank`` when a trained reranker exists
+(the configured fusion's top ``rerank_depth`` re-scored by it, see ``rerank.py``; the rest of
+the list keeps its order, so Recall@100 barely moves).
 """
 
 from __future__ import annotations
@@ -50,16 +56,24 @@ __all__ = [
     "EVAL_MODES",
     "METRICS",
     "BeirCollection",
+    "Rankings",
+    "collect_rankings",
+    "doc_text",
     "evaluate_beir",
+    "fused_run",
     "load_beir",
     "mrr_at_k",
     "ndcg_at_k",
     "recall_at_k",
+    "score_modes",
     "score_run",
 ]
 
 METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10")
-EVAL_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid")
+#: every mode ``evaluate_beir`` can report; ``hybrid`` is the configured fusion (one of the two
+#: ``hybrid-*``), ``hybrid+rerank`` appears only when a reranker is available
+EVAL_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid", "hybrid-rrf", "hybrid-weighted",
+                               "hybrid+rerank")
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -205,7 +219,29 @@ def load_beir(directory: str | Path, split: str = "test") -> BeirCollection:
 # --------------------------------------------------------------------------------- evaluation
 
 
-def evaluate_beir(
+@dataclass
+class Rankings:
+    """Each retriever's ranked ``(id, score)`` list per evaluated query, before fusion
+    (what :func:`collect_rankings` measures once and :func:`score_modes` turns into metrics)."""
+
+    queries: dict[str, str]                              # qid -> text, evaluation order
+    lists: dict[str, dict[str, list[tuple[str, float]]]]  # qid -> retriever -> ranking
+    qrels: dict[str, dict[str, float]]
+    corpus: dict[str, dict[str, str]]
+    info: dict[str, Any]
+
+
+def _drop_remote(retriever: Any, settings: RetrievalSettings, name: str) -> None:
+    try:
+        if settings.qdrant_url:
+            retriever.dense.drop()
+        if settings.opensearch_url:
+            retriever.sparse.drop()
+    except Exception as exc:  # pragma: no cover - best effort cleanup
+        log.warning("could not drop the evaluation collection %s: %s", name, exc)
+
+
+def collect_rankings(
     directory: str | Path,
     settings: RetrievalSettings | None = None,
     *,
@@ -213,8 +249,9 @@ def evaluate_beir(
     max_queries: int | None = None,
     text_embedder: Any = None,
     progress: bool = False,
-) -> dict[str, Any]:
-    """Index the collection into a throw-away index, run every mode, return the metrics."""
+) -> Rankings:
+    """Index the collection into a throw-away index and take each retriever's top
+    ``max(100, candidates)`` for every evaluated query (queries embedded once)."""
     from services.retrieval.retriever import HybridRetriever
 
     settings = settings or RetrievalSettings()
@@ -227,7 +264,7 @@ def evaluate_beir(
         raise DataError(f"{directory}: no query of queries.jsonl has a relevant judgement in "
                         f"qrels/{split}.tsv")
     depth = max(100, settings.candidates)
-    runs: dict[str, dict[str, list[str]]] = {m: {} for m in EVAL_MODES}
+    lists: dict[str, dict[str, list[tuple[str, float]]]] = {}
     name = f"beir-{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="shopsense-beir-") as tmp:
         retriever = HybridRetriever.open(settings, index_dir=Path(tmp), collection=name,
@@ -238,32 +275,124 @@ def evaluate_beir(
             t_index = time.monotonic() - t0
             vectors = retriever.text_embedder.embed([col.queries[q] for q in qids])
             for qid, vec in zip(qids, vectors, strict=True):
-                lists = retriever.rankings(col.queries[qid], depth=depth, mode="hybrid",
-                                           text_vector=vec)
-                for mode in ("dense", "sparse"):
-                    runs[mode][qid] = [h.id for h in lists[mode][:100]]
-                runs["hybrid"][qid] = [h.id for h in retriever.fuse(lists, 100)]
+                got = retriever.rankings(col.queries[qid], depth=depth, mode="hybrid",
+                                         text_vector=vec)
+                lists[qid] = {n: [(h.id, float(h.score)) for h in hits]
+                              for n, hits in got.items()}
+            backends = {"dense": retriever.dense.where.split(" /")[0],
+                        "sparse": retriever.sparse.where.split(" /")[0]}
         finally:
-            try:
-                if settings.qdrant_url:
-                    retriever.dense.drop()
-                if settings.opensearch_url:
-                    retriever.sparse.drop()
-            except Exception as exc:  # pragma: no cover - best effort cleanup
-                log.warning("could not drop the evaluation collection %s: %s", name, exc)
+            _drop_remote(retriever, settings, name)
             retriever.close()
-    qrels = {q: col.qrels[q] for q in qids}
-    result: dict[str, Any] = {m: score_run(runs[m], qrels) for m in EVAL_MODES}
+    return Rankings(
+        queries={q: col.queries[q] for q in qids},
+        lists=lists,
+        qrels={q: col.qrels[q] for q in qids},
+        corpus=col.corpus,
+        info={
+            "corpus": len(col.corpus),
+            "queries": len(qids),
+            "queries_skipped": col.skipped_queries + (len(col.queries) - len(qids)),
+            "qrels_unknown_doc": col.qrels_unknown_doc,
+            "candidates": depth,
+            "backends": backends,
+            "seconds_index": round(t_index, 2),
+        },
+    )
+
+
+def doc_text(doc: Mapping[str, str]) -> str:
+    """Title and text of a BEIR corpus record, as the indexes read them (``Doc.content``)."""
+    return Doc(id="", text=doc.get("text") or "", title=doc.get("title") or None).content
+
+
+def fused_run(r: Rankings, settings: RetrievalSettings, method: str,
+              k: int = 100) -> dict[str, list[tuple[str, float]]]:
+    """Fuse each query's lists as ``HybridRetriever.fuse`` does (same function, parameters)."""
+    from services.retrieval.fusion import fuse
+
+    out = {}
+    for qid, lists in r.lists.items():
+        out[qid] = fuse(lists, method, rrf_k=settings.rrf_k, weights=settings.weights())[:k]
+    return out
+
+
+def score_modes(
+    r: Rankings,
+    settings: RetrievalSettings,
+    *,
+    reranker: Any = None,
+    rerank_depth: int | None = None,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Metrics of every mode from collected rankings: ``dense``, ``sparse``, ``hybrid`` (the
+    configured fusion), ``hybrid-rrf``, ``hybrid-weighted`` and, with a ``reranker``,
+    ``hybrid+rerank`` (the configured fusion's top ``rerank_depth`` re-scored by it)."""
+    runs: dict[str, dict[str, list[str]]] = {}
+    for mode in ("dense", "sparse"):
+        runs[mode] = {q: [d for d, _ in lists.get(mode, [])[:100]] for q, lists in r.lists.items()}
+    fused = {m: fused_run(r, settings, m) for m in ("rrf", "weighted")}
+    for m, run in fused.items():
+        runs[f"hybrid-{m}"] = {q: [d for d, _ in hits] for q, hits in run.items()}
+    runs["hybrid"] = runs[f"hybrid-{settings.fusion}"]
+    if reranker is not None:
+        depth = rerank_depth or settings.rerank_depth
+        base = fused[settings.fusion]
+        reranked = reranker.rerank_many(
+            [(r.queries[q], [(d, doc_text(r.corpus.get(d, {})), s) for d, s in base[q]])
+             for q in r.lists], depth=depth, progress=progress)
+        runs["hybrid+rerank"] = {q: [d for d, _ in hits]
+                                 for q, hits in zip(r.lists, reranked, strict=True)}
+    return {mode: score_run(run, r.qrels) for mode, run in runs.items()}
+
+
+def evaluate_beir(
+    directory: str | Path,
+    settings: RetrievalSettings | None = None,
+    *,
+    split: str = "test",
+    max_queries: int | None = None,
+    text_embedder: Any = None,
+    progress: bool = False,
+    rerank: bool | None = None,
+    reranker: Any = None,
+) -> dict[str, Any]:
+    """Index the collection into a throw-away index, run every mode, return the metrics.
+
+    Keys per mode: ``dense``, ``sparse``, ``hybrid`` (the configured fusion, as before),
+    ``hybrid-rrf``, ``hybrid-weighted`` and ``hybrid+rerank``. ``rerank``: ``None`` adds
+    ``hybrid+rerank`` when a trained reranker exists (``settings.reranker_dir``), ``True``
+    requires one (``ModelNotFound`` otherwise), ``False`` leaves it out; ``reranker`` gives
+    a loaded :class:`~services.retrieval.rerank.Reranker` directly.
+    """
+    from services.retrieval.rerank import Reranker, reranker_available
+
+    settings = settings or RetrievalSettings()
+    t0 = time.monotonic()
+    if reranker is None and rerank is not False:
+        path = settings.resolved_reranker_dir()
+        if rerank or reranker_available(path):
+            reranker = Reranker.load(path, max_length=settings.rerank_max_length)
+    if rerank is False:
+        reranker = None
+    r = collect_rankings(directory, settings, split=split, max_queries=max_queries,
+                         text_embedder=text_embedder, progress=progress)
+    t_rank = time.monotonic() - t0
+    result: dict[str, Any] = score_modes(r, settings, reranker=reranker, progress=progress)
+    info = r.info
     result.update({
         "metrics": list(METRICS),
-        "corpus": len(col.corpus),
-        "queries": len(qids),
-        "queries_skipped": col.skipped_queries + (len(col.queries) - len(qids)),
-        "qrels_unknown_doc": col.qrels_unknown_doc,
+        "modes": [m for m in EVAL_MODES if m in result],
+        "corpus": info["corpus"],
+        "queries": info["queries"],
+        "queries_skipped": info["queries_skipped"],
+        "qrels_unknown_doc": info["qrels_unknown_doc"],
         "fusion": {"method": settings.fusion, "rrf_k": settings.rrf_k,
-                   "weights": settings.weights(), "candidates": depth},
-        "backends": {"dense": retriever.dense.where.split(" /")[0],
-                     "sparse": retriever.sparse.where.split(" /")[0]},
-        "seconds": {"index": round(t_index, 2), "total": round(time.monotonic() - t0, 2)},
+                   "weights": settings.weights(), "candidates": info["candidates"]},
+        "backends": info["backends"],
+        "seconds": {"index": info["seconds_index"], "total": round(time.monotonic() - t0, 2)},
     })
+    if reranker is not None:
+        result["rerank"] = {**reranker.describe(), "depth": settings.rerank_depth,
+                            "seconds": round(time.monotonic() - t0 - t_rank, 2)}
     return result

@@ -1,4 +1,5 @@
-"""``shopsense index``, ``shopsense search`` and ``shopsense retrieval evaluate|status``: the
+"""``shopsense index``, ``shopsense search`` and ``shopsense retrieval evaluate|status|
+train-reranker|review-set``: the
 retrieval service's sub-commands, registered on the root command by ``register(app)`` (entry
 point group ``shopsense.commands``). ``python -m services.retrieval.cli ...`` runs the root
 command with them registered, for use before the entry point is installed.
@@ -110,6 +111,9 @@ def search_cmd(
     rating_lte: float | None = typer.Option(None, "--rating-lte", help="rating <= N"),
     fusion: str | None = typer.Option(None, "--fusion", help="rrf | weighted (default from "
                                          "SHOPSENSE_RETRIEVAL__FUSION)"),
+    rerank: bool | None = typer.Option(None, "--rerank/--no-rerank", help="re-score the fused "
+                                          "top with the trained reranker (default from "
+                                          "SHOPSENSE_RETRIEVAL__RERANK)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Reviews similar to QUERY (and/or --image), with each retriever's score and the fused one."""
@@ -139,15 +143,18 @@ def search_cmd(
         raise InvalidInput("give a QUERY text, an --image or both")
     if mode == "sparse" and image is not None:
         raise InvalidInput("--mode sparse (BM25) cannot use --image; use hybrid or dense")
+    if rerank and not (query or "").strip():
+        raise InvalidInput("--rerank needs a QUERY text")
     image_bytes = _read_query_image(image) if image is not None else None
     settings = _settings()
     with HybridRetriever.open(settings) as retriever:
         hits = retriever.search(query, image_bytes, k=k, filters=filters, mode=mode,
-                                fusion=fusion)
+                                fusion=fusion, rerank=rerank)
     if as_json:
         out: dict[str, Any] = {
             "query": query, "image": image, "mode": mode, "k": k,
             "fusion": fusion or settings.fusion,
+            "rerank": settings.rerank if rerank is None else rerank,
             "filters": filters.model_dump(exclude_none=True),
             "hits": [h.model_dump() for h in hits],
         }
@@ -156,8 +163,10 @@ def search_cmd(
     import shutil
 
     width = max(40, shutil.get_terminal_size((100, 20)).columns)
-    lists = list(hits[0].scores) if hits else []
+    lists = [n for n in (hits[0].scores if hits else {}) if n != "rerank"]
     how = f", {fusion or settings.fusion} fusion" if len(lists) > 1 else ""
+    if hits and "rerank" in hits[0].scores:
+        how += ", reranked"
     typer.echo(f"{len(hits)} review{'' if len(hits) == 1 else 's'} ({mode}{how})")
     for n, h in enumerate(hits, start=1):
         per = "  ".join(f"{name} " + ("-" if h.scores[name] is None
@@ -177,16 +186,20 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="qrels file name without .tsv"),
     max_queries: int | None = typer.Option(None, "--max-queries",
                                               help="evaluate at most N queries"),
+    rerank: bool | None = typer.Option(None, "--rerank/--no-rerank", help="hybrid+rerank mode: "
+                                          "default when a trained reranker exists; --rerank "
+                                          "requires one"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
-    """nDCG@10, Recall@100 and MRR@10 of every mode (dense, sparse, hybrid) on a BEIR
+    """nDCG@10, Recall@100 and MRR@10 of every mode (dense, sparse, hybrid = the configured
+    fusion, hybrid-rrf, hybrid-weighted, hybrid+rerank when a reranker is trained) on a BEIR
     collection, indexed into a throw-away index."""
-    from services.retrieval.beir import EVAL_MODES, METRICS, evaluate_beir
+    from services.retrieval.beir import METRICS, evaluate_beir
 
     if max_queries is not None and max_queries < 1:
         raise InvalidInput("--max-queries must be >= 1")
     result = evaluate_beir(beir, _settings(), split=split, max_queries=max_queries,
-                           progress=True)
+                           progress=True, rerank=rerank)
     if as_json:
         typer.echo(json.dumps(result))
         return
@@ -197,7 +210,7 @@ def evaluate_cmd(
     table.add_column("mode")
     for m in METRICS:
         table.add_column(m)
-    for mode in EVAL_MODES:
+    for mode in result["modes"]:
         table.add_row(mode, *(f"{result[mode][m]:.4f}" for m in METRICS))
     Console().print(table)
 
@@ -218,7 +231,99 @@ def status_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON"))
                    "(repaired by the next index/delete)")
 
 
+def train_reranker_cmd(
+    out: Path | None = typer.Option(None, "--out", help="model folder (default "
+                                    "SHOPSENSE_RETRIEVAL__RERANKER_DIR or "
+                                    "<SHOPSENSE_HOME>/retrieval/reranker); replaced atomically"),
+    sets: str = typer.Option(",".join(("blitzer-books", "huliu-reviews")), "--sets",
+                             help="training review sets (comma separated; see shopsense data "
+                             "set names); keep them disjoint from what you evaluate on"),
+    max_groups: int = typer.Option(1200, "--max-groups", help="training queries (each with 1 "
+                                   "positive + --negatives hard negatives)"),
+    negatives: int = typer.Option(3, "--negatives", help="hard negatives per query"),
+    epochs: int = typer.Option(1, "--epochs"),
+    batch_groups: int = typer.Option(8, "--batch-groups", help="queries per optimiser step"),
+    lr: float = typer.Option(5e-5, "--lr"),
+    max_length: int = typer.Option(128, "--max-length", help="tokens per training pair"),
+    dev: str = typer.Option("dvd", "--dev", help="Blitzer category whose review set calibrates "
+                            "the interpolation weight alpha, or 'none' (alpha = 1)"),
+    dev_queries: int = typer.Option(80, "--dev-queries"),
+    seed: int = typer.Option(13, "--seed"),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", help="stop training after "
+                                             "this long (the model is still saved)"),
+    tiny: bool = typer.Option(False, "--tiny", help="a tiny randomly initialised model "
+                              "(tests, smoke runs)", hidden=True),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Train the cross-encoder reranker from the offline MiniLM on pairs derived from real
+    reviews, calibrate it, and write it (see services/retrieval/rerank.py)."""
+    from services.retrieval.rerank import TrainConfig, train_reranker
+    from services.retrieval.review_sets import BLITZER_CATEGORIES
+    from shopsense.data.loaders import SET_NAMES
+
+    names = [s.strip() for s in sets.split(",") if s.strip()]
+    bad = [n for n in names if n not in SET_NAMES]
+    if not names or bad:
+        raise InvalidInput(f"--sets {bad[0] if bad else sets!r}: choose from "
+                           f"{', '.join(SET_NAMES)}")
+    dev_category = None if dev.strip().lower() in ("", "none") else dev.strip()
+    if dev_category is not None and dev_category not in BLITZER_CATEGORIES:
+        raise InvalidInput(f"--dev {dev!r}: choose {', '.join(BLITZER_CATEGORIES)} or none")
+    if dev_category is not None and f"blitzer-{dev_category}" in names:
+        raise InvalidInput(f"--dev {dev_category} is also a training set; calibrate on data "
+                           "the reranker did not see")
+    for flag, value in (("--max-groups", max_groups), ("--negatives", negatives),
+                        ("--epochs", epochs), ("--batch-groups", batch_groups),
+                        ("--dev-queries", dev_queries)):
+        if value < 1:
+            raise InvalidInput(f"{flag} must be >= 1, got {value}")
+    if not 16 <= max_length <= 512:
+        raise InvalidInput(f"--max-length must be in [16, 512], got {max_length}")
+    if lr <= 0:
+        raise InvalidInput(f"--lr must be > 0, got {lr}")
+    settings = _settings()
+    target = out if out is not None else settings.resolved_reranker_dir()
+    cfg = TrainConfig(train_sets=names, max_groups=max_groups, negatives=negatives,
+                      batch_groups=batch_groups, epochs=epochs, lr=lr, max_length=max_length,
+                      seed=seed, dev_category=dev_category, dev_queries=dev_queries,
+                      random_init=tiny, max_seconds=max_seconds)
+    report = train_reranker(target, cfg, settings=settings, progress=True)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    fit = report["fit"]
+    typer.echo(f"trained a reranker on {report['groups']} queries from "
+               f"{', '.join(report['train_sets'])}: {fit['steps']} steps, loss "
+               f"{fit['loss_first']:.3f} -> {fit['loss_last']:.3f} (chance "
+               f"{fit['chance_loss']:.3f}), alpha {report['alpha']:.1f}; wrote "
+               f"{report['out_dir']} in {report['seconds']:.0f}s")
+
+
+def review_set_cmd(
+    out: Path = typer.Option(..., "--out", help="folder to write (BEIR layout)"),
+    category: list[str] = typer.Option(["electronics"], "--category",
+                                       help="Blitzer category (repeat for several)"),
+    other_label_gain: int = typer.Option(0, "--other-label-gain", help="gain of same-product "
+                                         "reviews with the other label (0 = not relevant)"),
+    as_json: bool = typer.Option(False, "--json", help="print the counts as JSON"),
+) -> None:
+    """Export a review-retrieval test collection (query = a review, relevant = other reviews
+    of the same product with the same label) in BEIR layout; see review_sets.py."""
+    from services.retrieval.review_sets import export_review_set
+
+    if other_label_gain < 0:
+        raise InvalidInput("--other-label-gain must be >= 0")
+    rep = export_review_set(out, category, other_label_gain=other_label_gain)
+    if as_json:
+        typer.echo(json.dumps(rep))
+        return
+    typer.echo(f"wrote {rep['queries']} queries, {rep['corpus']} documents, {rep['relevant']} "
+               f"relevant judgements from {', '.join(rep['source'])} to {rep['out_dir']}")
+
+
 retrieval_app.command("evaluate")(evaluate_cmd)
+retrieval_app.command("train-reranker")(train_reranker_cmd)
+retrieval_app.command("review-set")(review_set_cmd)
 retrieval_app.command("status")(status_cmd)
 
 

@@ -13,6 +13,12 @@ Search (``search(query, image=None, k, filters, mode)``)
     own scores. Every hit carries each retriever's raw score and rank (``None`` where it was not
     in that list) and the fused score.
 
+    ``rerank=True`` (default ``SHOPSENSE_RETRIEVAL__RERANK``, off) re-scores the fused top
+    ``rerank_depth`` (30) with the project's trained cross-encoder (``rerank.py``; trained by
+    ``shopsense retrieval train-reranker``): such hits get the reranker's combined score as
+    ``score`` and its raw logit as ``scores["rerank"]``. It needs a query text; asking for it
+    without a trained reranker raises ``RerankerNotTrained`` (a ``ModelNotFound``).
+
 Writes, and what a failure leaves behind
     Reviews are written in batches (``batch_size``). For each batch, embeddings are computed
     first (no side effects); then the batch's current dense points are snapshotted, its ids are
@@ -140,6 +146,7 @@ class HybridRetriever:
         journal: Path | None = None,
         text_embedder: Any = None,
         image_embedder: Any = None,
+        reranker: Any = None,
     ) -> None:
         self.dense = dense
         self.sparse = sparse
@@ -147,6 +154,7 @@ class HybridRetriever:
         self.journal = journal
         self._text_embedder = text_embedder
         self._image_embedder = image_embedder
+        self._reranker = reranker
         if journal is not None and journal.exists():
             log.warning("an earlier index/delete run was interrupted (%s); the next write "
                         "repairs the reviews it names", journal)
@@ -174,8 +182,13 @@ class HybridRetriever:
         except BaseException:
             dense.close()
             raise
-        return cls(dense, sparse, settings, journal=base / f"{name}.pending.json",
-                   text_embedder=text_embedder, image_embedder=image_embedder)
+        retriever = cls(dense, sparse, settings, journal=base / f"{name}.pending.json",
+                        text_embedder=text_embedder, image_embedder=image_embedder)
+        try:  # a write killed mid-batch: make both indexes agree before anything reads them
+            retriever.repair()
+        except Exception as exc:  # noqa: BLE001 - the next write retries; the journal stays
+            log.warning("could not repair the interrupted write yet: %s", exc)
+        return retriever
 
     def close(self) -> None:
         self.dense.close()
@@ -196,6 +209,17 @@ class HybridRetriever:
             self._text_embedder = text_embedder(self.settings.text_max_length,
                                                 self.settings.embed_batch_size)
         return self._text_embedder
+
+    @property
+    def reranker(self):
+        """The trained reranker (loaded on first use from ``settings.reranker_dir``)."""
+        if self._reranker is None:
+            from services.retrieval.rerank import Reranker
+
+            self._reranker = Reranker.load(self.settings.resolved_reranker_dir(),
+                                           max_length=self.settings.rerank_max_length,
+                                           batch_size=self.settings.rerank_batch_size)
+        return self._reranker
 
     @property
     def image_embedder(self):
@@ -494,8 +518,10 @@ class HybridRetriever:
         filters: Filters | dict | None = None,
         mode: str = "hybrid",
         fusion: str | None = None,
+        rerank: bool | None = None,
     ) -> list[Hit]:
-        """Ranked reviews similar to ``query`` (text) and/or ``image`` (bytes or PIL image)."""
+        """Ranked reviews similar to ``query`` (text) and/or ``image`` (bytes or PIL image);
+        ``rerank`` (``None`` = the setting) re-scores the fused head (module docstring)."""
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
         if not 1 <= k <= MAX_K:
@@ -518,9 +544,23 @@ class HybridRetriever:
             raise InvalidInput("sparse (BM25) search needs a query text")
         if mode == "sparse" and image is not None:
             raise InvalidInput("sparse (BM25) search cannot use an image; use hybrid or dense")
+        if rerank and not text:
+            raise InvalidInput("reranking needs a query text")
+        do_rerank = (self.settings.rerank if rerank is None else rerank) and bool(text)
+        reranker = self.reranker if do_rerank else None  # fails before searching if untrained
         depth = max(k, self.settings.candidates)
         lists = self.rankings(text, image, depth=depth, filters=filters, mode=mode)
-        return self.fuse(lists, k, method=fusion)
+        if reranker is None:
+            return self.fuse(lists, k, method=fusion)
+        hits = self.fuse(lists, max(k, self.settings.rerank_depth), method=fusion)
+        by_id = {h.id: h for h in hits}
+        cands = [(h.id, Doc(id=h.id, text=h.text, title=h.title).content, h.score) for h in hits]
+        out = []
+        for doc_id, score, logit in reranker.rerank(text, cands, self.settings.rerank_depth)[:k]:
+            h = by_id[doc_id]
+            out.append(h.model_copy(update={"score": score,
+                                            "scores": {**h.scores, "rerank": logit}}))
+        return out
 
     def status(self) -> dict[str, Any]:
         return {
@@ -528,4 +568,6 @@ class HybridRetriever:
             "sparse": {"where": self.sparse.where, "count": self.sparse.count()},
             "pending": self._pending(),
             "fusion": self.settings.fusion,
+            "rerank": {"on": self.settings.rerank, "depth": self.settings.rerank_depth,
+                       "reranker": str(self.settings.resolved_reranker_dir())},
         }

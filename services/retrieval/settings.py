@@ -5,8 +5,11 @@ URL" table suggests::
 
     SHOPSENSE_QDRANT_URL=http://qdrant:6333           dense index on a Qdrant server
     SHOPSENSE_OPENSEARCH_URL=https://os:9200          sparse index on OpenSearch
-    SHOPSENSE_RETRIEVAL__FUSION=weighted              rrf (default) | weighted
+    SHOPSENSE_RETRIEVAL__FUSION=rrf                   weighted (default) | rrf
     SHOPSENSE_RETRIEVAL__RRF_K=60
+    SHOPSENSE_RETRIEVAL__RERANK=true                  rerank the fused top RERANK_DEPTH (default off)
+    SHOPSENSE_RETRIEVAL__RERANK_DEPTH=30
+    SHOPSENSE_RETRIEVAL__RERANKER_DIR=/models/rr      default <SHOPSENSE_HOME>/retrieval/reranker
 
 Unset URLs mean the embedded default: qdrant-client local mode and a tantivy index, both on disk
 under ``<SHOPSENSE_HOME>/retrieval/`` (or ``SHOPSENSE_RETRIEVAL__DIR``).
@@ -59,14 +62,28 @@ class RetrievalSettings(BaseSettings):
         description="Qdrant collection and OpenSearch index name (also the local subfolder)",
     )
 
-    fusion: FusionMethod = "rrf"
+    fusion: FusionMethod = Field(
+        "weighted",
+        description="how hybrid lists are fused: weighted (min-max normalised scores, the "
+        "default: better than rrf on the dvd dev review set and on the held-out review set, "
+        "level on Cranfield; benchmarks/retrieval_quality.py) | rrf",
+    )
     rrf_k: int = Field(60, ge=1, description="RRF rank constant: score = sum 1/(rrf_k + rank)")
     weight_dense: float = Field(1.0, ge=0, description="text-vector list weight in fusion")
     weight_sparse: float = Field(1.0, ge=0, description="BM25 list weight in fusion")
     weight_image: float = Field(1.0, ge=0, description="image-vector list weight in fusion")
     candidates: int = Field(100, ge=1, le=10_000, description="hits taken from each retriever")
 
-    batch_size: int = Field(64, ge=1, le=10_000, description="reviews per indexing batch")
+    rerank: bool = Field(False, description="re-score the fused top rerank_depth with the "
+                         "trained cross-encoder (shopsense retrieval train-reranker)")
+    rerank_depth: int = Field(30, ge=1, le=200, description="fused hits the reranker re-scores")
+    rerank_max_length: int = Field(256, ge=16, le=512, description="tokens per query+review pair")
+    rerank_batch_size: int = Field(16, ge=1, description="pairs per cross-encoder forward pass")
+    reranker_dir: Path | None = Field(
+        None, description="trained reranker; default <SHOPSENSE_HOME>/retrieval/reranker")
+
+    batch_size: int = Field(512, ge=1, le=10_000, description="reviews per indexing batch "
+                            "(each batch is one tantivy commit: larger batches index faster)")
     embed_batch_size: int = Field(32, ge=1, description="texts per MiniLM forward pass")
     text_max_length: int = Field(256, ge=8, le=512, description="MiniLM tokens per text")
 
@@ -93,6 +110,16 @@ class RetrievalSettings(BaseSettings):
     def weights(self) -> dict[str, float]:
         return {"dense": self.weight_dense, "sparse": self.weight_sparse,
                 "image": self.weight_image}
+
+    def resolved_reranker_dir(self, home: Path | None = None) -> Path:
+        """Where the trained reranker lives (not created)."""
+        if self.reranker_dir is not None:
+            return self.reranker_dir.expanduser().resolve()
+        if home is None:
+            from shopsense.settings import get_settings
+
+            home = get_settings().resolved_home()
+        return Path(home) / "retrieval" / "reranker"
 
     def index_dir(self, home: Path | None = None) -> Path:
         """The folder of the embedded indexes (created)."""

@@ -74,7 +74,7 @@ def test_index_search_delete_status(tmp_path, in_process):
     assert rep["indexed"] == 6 and rep["dense"].startswith("qdrant local")
     assert rep["sparse"].startswith("tantivy")
 
-    res = in_process("search", "my battery died", "--k", "3", "--json")
+    res = in_process("search", "my battery died", "--k", "3", "--fusion", "rrf", "--json")
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["mode"] == "hybrid" and out["fusion"] == "rrf" and len(out["hits"]) == 3

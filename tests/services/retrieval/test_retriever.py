@@ -213,7 +213,7 @@ def real(data_dir, embedder, tmp_path_factory):
     dvd = load_set("blitzer-dvd", data_dir)
     el = load_set("blitzer-electronics", data_dir)
     reviews = dvd[:25] + dvd[-25:] + el[:25] + el[-25:]  # both labels in both categories
-    r = HybridRetriever.open(settings(), index_dir=tmp_path_factory.mktemp("real"),
+    r = HybridRetriever.open(settings(batch_size=64), index_dir=tmp_path_factory.mktemp("real"),
                              text_embedder=embedder)
     report = r.index(reviews)
     yield r, reviews, report
@@ -239,7 +239,7 @@ def test_a_review_finds_itself_first(real, mode):
 
 def test_hybrid_hits_carry_every_score(real):
     r, _, _ = real
-    hits = r.search("battery stopped charging after a month", k=10)
+    hits = r.search("battery stopped charging after a month", k=10, fusion="rrf")
     assert len(hits) == 10
     assert all(set(h.scores) == {"dense", "sparse"} == set(h.ranks) for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -323,7 +323,7 @@ def test_image_search_and_three_list_fusion(tmp_path, embedder):
         assert hits[0].id == reviews[2].id and set(hits[0].scores) == {"image"}
         assert hits[0].score == pytest.approx(1.0, abs=1e-4)
         assert len(r.search(image=query_image, k=10)) == 4  # only reviews with an image
-        hits = r.search("red shoes", image=query_image, k=3)
+        hits = r.search("red shoes", image=query_image, k=3, fusion="rrf")
         assert hits[0].id == reviews[2].id
         assert set(hits[0].scores) == {"dense", "sparse", "image"}
         assert hits[0].score == pytest.approx(3 / 61)  # first in all three lists

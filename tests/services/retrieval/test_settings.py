@@ -25,7 +25,7 @@ def test_defaults_are_embedded_under_home(monkeypatch, tmp_path):
     for var in ("SHOPSENSE_QDRANT_URL", "SHOPSENSE_OPENSEARCH_URL"):
         monkeypatch.delenv(var, raising=False)
     s = RetrievalSettings()
-    assert s.qdrant_url is None and s.opensearch_url is None and s.fusion == "rrf"
+    assert s.qdrant_url is None and s.opensearch_url is None and s.fusion == "weighted"
     assert s.rrf_k == 60 and s.index_dir(tmp_path) == tmp_path / "retrieval"
 
 
