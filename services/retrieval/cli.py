@@ -99,6 +99,43 @@ def _read_query_image(value: str) -> bytes:
                        "URL or base64)")
 
 
+def _search_service(url: str, query: str | None, image: bytes | None, *, k: int, filters,
+                    mode: str, fusion: str | None, rerank: bool | None) -> list:
+    """``POST {url}/v1/search``; the API's error message becomes the one-line CLI error."""
+    import base64
+
+    import httpx
+
+    from services.retrieval.errors import BackendUnavailable
+    from services.retrieval.schema import Hit
+    from shopsense.errors import ShopsenseError
+
+    body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
+    if image is not None:
+        body["image"] = base64.b64encode(image).decode()
+    f = filters.model_dump(exclude_none=True)
+    rating = {op: f.pop(f"rating_{op}") for op in ("gte", "lte") if f"rating_{op}" in f}
+    if rating:
+        f["rating"] = rating
+    if f:
+        body["filters"] = f
+    if fusion is not None:
+        body["fusion"] = fusion
+    if rerank is not None:
+        body["rerank"] = rerank
+    try:
+        r = httpx.post(url.rstrip("/") + "/v1/search", json=body, timeout=60)
+    except httpx.HTTPError as exc:
+        raise BackendUnavailable(f"{url}: {exc}") from None
+    if r.status_code != 200:
+        try:
+            msg = r.json()["message"]
+        except (ValueError, KeyError, TypeError):
+            msg = r.text[:200]
+        raise ShopsenseError(f"{url} answered HTTP {r.status_code}: {msg}")
+    return [Hit(**h) for h in r.json()["hits"]]
+
+
 def search_cmd(
     query: str | None = typer.Argument(None, help="what to look for (text)"),
     image: str | None = typer.Option(None, "--image", help="query image: path or URL"),
@@ -114,6 +151,9 @@ def search_cmd(
     rerank: bool | None = typer.Option(None, "--rerank/--no-rerank", help="re-score the fused "
                                           "top with the trained reranker (default from "
                                           "SHOPSENSE_RETRIEVAL__RERANK)"),
+    url: str | None = typer.Option(None, "--url", help="ask a running service "
+                                   "(POST URL/v1/search) instead of opening the local indexes, "
+                                   "which the service holds while it runs"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Reviews similar to QUERY (and/or --image), with each retriever's score and the fused one."""
@@ -147,9 +187,13 @@ def search_cmd(
         raise InvalidInput("--rerank needs a QUERY text")
     image_bytes = _read_query_image(image) if image is not None else None
     settings = _settings()
-    with HybridRetriever.open(settings) as retriever:
-        hits = retriever.search(query, image_bytes, k=k, filters=filters, mode=mode,
-                                fusion=fusion, rerank=rerank)
+    if url is not None:
+        hits = _search_service(url, query, image_bytes, k=k, filters=filters, mode=mode,
+                               fusion=fusion, rerank=rerank)
+    else:
+        with HybridRetriever.open(settings) as retriever:
+            hits = retriever.search(query, image_bytes, k=k, filters=filters, mode=mode,
+                                    fusion=fusion, rerank=rerank)
     if as_json:
         out: dict[str, Any] = {
             "query": query, "image": image, "mode": mode, "k": k,

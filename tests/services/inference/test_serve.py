@@ -130,3 +130,17 @@ def test_indexing_while_serving_is_refused_in_one_line(service, reviews_jsonl):
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert lines[-1].startswith("error:") and "Traceback" not in p.stderr
+
+
+def test_search_command_asks_the_running_service(service, reviews_jsonl):
+    url, env = service
+    _, reviews = reviews_jsonl
+    p = _cli("search", reviews[7].text[:300], "--url", url, "--k", "2", "--label",
+             reviews[7].label, "--json", env=env)
+    assert p.returncode == 0, p.stderr
+    import json
+
+    out = json.loads(p.stdout)
+    assert out["hits"][0]["id"] == reviews[7].id and len(out["hits"]) == 2
+    p = _cli("search", "cable", "--url", url, "--k", "500", env=env)
+    assert p.returncode == 2 and "HTTP 422" in p.stderr and "Traceback" not in p.stderr
