@@ -11,6 +11,9 @@ Public interface (the inference service and the CLI use only these):
   ``SHOPSENSE_QDRANT_URL``, ``SHOPSENSE_OPENSEARCH_URL``).
 * :mod:`~services.retrieval.fusion` (``rrf``, ``weighted``) and :mod:`~services.retrieval.beir`
   (``load_beir``, metrics, ``evaluate_beir``).
+* :mod:`~services.retrieval.deployment`: ``Retriever`` (the Ray Serve deployment the inference
+  application binds) and its clients ``HandleSearchService`` / ``LocalSearchService``.
+* :mod:`~services.retrieval.rerank` (the project-trained cross-encoder; off by default).
 
 Importing this package is cheap: torch, qdrant-client, tantivy and opensearch-py load on use.
 """
