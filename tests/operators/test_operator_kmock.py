@@ -82,7 +82,10 @@ def mlflow_url(tmp_path_factory):
          "--default-artifact-root", (d / "artifacts").as_uri(), "--host", "127.0.0.1",
          "--port", str(port), "--workers", "1"],
         stdout=open(d / "server.log", "wb"), stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+        # no MLFLOW_* from the test process: mlflow.set_registry_uri() (called by earlier
+        # tests in this process) exports MLFLOW_REGISTRY_URI, which would redirect the server
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while True:
@@ -110,7 +113,8 @@ def registry(mlflow_url, request):
     """A fresh registered model per test (its own name), with versions 1 and 2, champion=1."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=mlflow_url)
+    # registry_uri too: otherwise MLFLOW_REGISTRY_URI (set by earlier tests) wins
+    client = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
     name = f"{MODEL}-{request.node.name.replace('_', '-')[:40]}"
     client.create_registered_model(name)
     for i in (1, 2, 3):
