@@ -27,6 +27,12 @@ converted back to float32 on open (half the memory). Its sqlite file is written 
 one transaction each; it is switched to WAL with ``synchronous=NORMAL`` (no fsync per point; a
 power cut can lose the last writes but not corrupt the file, and a killed process loses nothing).
 A server keeps ``COSINE`` (it normalises once, on upsert).
+
+Threads: opening a local-mode index limits numpy's BLAS (OpenBLAS) to one thread for the
+process. A local search is one matrix-vector product (memory-bound: one thread is as fast), and
+OpenBLAS threads left spinning after it fight torch's OpenMP threads in the next query
+embedding: with two of each on 2 cores a dense text query took 20 ms at the median and ~120 ms
+at p99 (benchmarks/retrieval_speed.py), with one BLAS thread 9 ms and 17 ms.
 """
 
 from __future__ import annotations
@@ -189,6 +195,11 @@ class QdrantDenseIndex:
                 f"expected {want}; drop it or choose another SHOPSENSE_RETRIEVAL__COLLECTION")
 
     def _tune_local(self) -> None:
+        if self.local:
+            _single_thread_blas()
+        self._tune_local_storage()
+
+    def _tune_local_storage(self) -> None:
         """Local mode, best effort (qdrant-client internals):
 
         * WAL + ``synchronous=NORMAL`` on the collection's sqlite file (it commits once per
@@ -384,3 +395,17 @@ def _is_transport_error(exc: BaseException) -> bool:
         return isinstance(exc, grpc.RpcError)
     except ImportError:  # pragma: no cover
         return False
+
+
+_BLAS_LIMIT: list[Any] = []
+
+
+def _single_thread_blas() -> None:
+    """One BLAS thread for this process, once (see the module docstring, "Threads")."""
+    if _BLAS_LIMIT:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, leave BLAS alone
+        return
+    _BLAS_LIMIT.append(threadpool_limits(limits=1, user_api="blas"))
