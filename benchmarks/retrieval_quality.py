@@ -4,7 +4,7 @@
     nice .venv/bin/python benchmarks/retrieval_quality.py --json     # one JSON object on stdout
     .venv/bin/python benchmarks/retrieval_quality.py --beir tiny=DIR --no-defaults   # any BEIR dir
 
-Collections (built from /work/shared/data on every run, in a temporary folder):
+Collections (built from the shared data (../shared/data) on every run, in a temporary folder):
 
 * ``cranfield``: Cranfield-1400 (1,400 aeronautics abstracts, 225 queries) through
   ``shopsense.data.loaders.load_cranfield_beir``. Gains: Cleverdon's code 1 "complete answer"
