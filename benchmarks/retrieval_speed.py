@@ -52,7 +52,6 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,25 +83,9 @@ class BenchError(RuntimeError):
 # helpers
 
 
-def median(values: Sequence[float | None]) -> float:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return float(statistics.median(vals)) if vals else float("nan")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), ``nan`` for no values."""
-    if not values:
-        return float("nan")
-    vals = sorted(values)
-    pos = (len(vals) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
-
-
-def fmt(x: float | None, digits: int = 1) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:,.{digits}f}"
+# the same statistics and number format as benchmarks/speed.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import fmt, median, percentile
 
 
 def size_label(n: int) -> str:
