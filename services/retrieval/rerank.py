@@ -505,7 +505,9 @@ def calibrate_alpha(reranker: Reranker, rankings: Any, settings: Any, *, depth: 
             "queries": len(qids), "depth": depth}
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
+def replace_dir(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out``, replacing what was there (old one removed
+    after the swap)."""
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -590,7 +592,7 @@ def train_reranker(
         model.save(tmp)
         tokenizer.save_pretrained(str(tmp))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -176,13 +176,9 @@ def export_review_set(out_dir: str | Path, categories: Sequence[str] = ("electro
             "Review-retrieval collection derived by services/retrieval/review_sets.py from "
             f"{', '.join(rs.source)} (query = a review, relevant = other reviews of the same "
             "ASIN with the same label). See that module's docstring.\n", encoding="utf-8")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        from services.retrieval.rerank import replace_dir
+
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
