@@ -14,7 +14,9 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-PIPELINE_IMAGE = "ghcr.io/shopsense/pipeline:0.1.0"
+# What `make images` builds from images/pipeline-step.Dockerfile and loads into kind (a test
+# keeps the two in step).
+PIPELINE_IMAGE = "ghcr.io/shopsense/pipeline-step:0.1.0"
 
 # No pip at run time: not the step's packages, not even kfp (the image has it).
 component = dsl.component(base_image=PIPELINE_IMAGE, packages_to_install=[],
@@ -39,6 +41,99 @@ def import_reviews(
         info = run(sets=[x for x in sets.split(",") if x], out_dir=out.path,
                    max_per_set=cap or None, seed=seed, name=name)
         out.metadata.update({"count": info["count"], "digest": info["digest"]})
+
+
+@component
+def scrape_reviews(
+    seeds: str,
+    max_pages: int,
+    demo_base_port: int,
+    llm_base_url: str,
+    scraped: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """The scraping agent (Playwright + Chromium): every review scraped so far, as a dataset.
+    No seeds: the embedded demo shop, built from the shared data."""
+    from pipelines.steps import scrape_reviews as run
+
+    info = run(out_dir=scraped.path, seeds=[x for x in seeds.split(",") if x],
+               max_pages=max_pages, demo_base_port=demo_base_port,
+               llm_base_url=llm_base_url or None)
+    scraped.metadata.update({"count": info["count"], "digest": info["digest"]})
+    for key in ("pages", "new_reviews", "pages_per_second", "new_reviews_per_page",
+                "failures"):
+        metrics.log_metric(key, float(info[key]))
+
+
+@component
+def synthesize_reviews(
+    scraped: Input[Dataset],
+    category: str,
+    per_label: int,
+    image_fraction: float,
+    seed: int,
+    llm_base_url: str,
+    synthetic: Output[Dataset],
+):
+    """A balanced synthetic dataset (text + photos) for the category, naming scraped products."""
+    from pipelines.steps import synthesize_reviews as run
+
+    info = run(scraped_dir=scraped.path, out_dir=synthetic.path, category=category,
+               per_label=per_label, image_fraction=image_fraction, seed=seed,
+               llm_base_url=llm_base_url or None)
+    synthetic.metadata.update({k: info[k] for k in ("count", "digest", "products", "images")})
+
+
+@component
+def validate_reviews(
+    real: Input[Dataset],
+    synthetic: Input[Dataset],
+    target_auc: float,
+    min_keep_fraction: float,
+    text_features: str,
+    seed: int,
+    kept: Output[Dataset],
+    rejected: Output[Dataset],
+    report: Output[Artifact],
+    metrics: Output[Metrics],
+):
+    """Adversarial validation: keep the synthetic reviews a discriminator cannot tell from real
+    scraped ones and that pass the label, duplicate, length and language gates."""
+    import json
+
+    from pipelines.steps import validate_reviews as run
+
+    out = run(real_dir=real.path, synthetic_dir=synthetic.path, kept_dir=kept.path,
+              rejected_dir=rejected.path, target_auc=target_auc,
+              min_keep_fraction=min_keep_fraction, text_features=text_features, seed=seed)
+    with open(report.path, "w") as fh:
+        json.dump(out, fh, indent=2)
+    kept.metadata.update({"count": out["kept"]})
+    rejected.metadata.update({"count": out["rejected"], **out["rejected_by_reason"]})
+    for key in ("synthetic", "real", "kept", "rejected", "auc_before", "auc_after"):
+        if out[key] is not None:
+            metrics.log_metric(key, float(out[key]))
+
+
+@component
+def assemble_training_data(
+    imported: Input[Dataset],
+    scraped: Input[Dataset],
+    synthetic: Input[Dataset],
+    heldout: Input[Dataset],
+    training: Output[Dataset],
+):
+    """Imported, scraped and validated synthetic reviews as one training dataset, without any
+    review that (nearly) repeats a held-out one or an earlier one."""
+    from pipelines.steps import assemble_training_data as run
+
+    info = run(parts={"imported": imported.path, "scraped": scraped.path,
+                      "synthetic": synthetic.path},
+               heldout_dir=heldout.path, out_dir=training.path)
+    training.metadata.update({"count": info["count"], "digest": info["digest"],
+                              **{f"{k}_kept": v["kept"] for k, v in info["parts"].items()},
+                              **{f"{k}_heldout_overlap": v["heldout_overlap"]
+                                 for k, v in info["parts"].items()}})
 
 
 @component

@@ -1,19 +1,31 @@
-"""The Kubeflow pipeline ``review-sentiment``: data → train → evaluate → register.
+"""The Kubeflow pipeline ``review-sentiment``: scrape → synthesize → validate → train →
+evaluate → register.
 
 Steps (components in :mod:`pipelines.components`, logic in :mod:`pipelines.steps`):
 
 1. ``import-reviews`` — real labelled reviews from the shared sets, as two datasets: training
-   and held-out. It stands where the scrape → synthesize → validate steps of the data agents
-   go (``pipelines/scrape``, ``pipelines/synthesize``, ``pipelines/validate`` expose no step
-   entry point yet): each is a component ``Input[Dataset] -> Output[Dataset]`` added to
-   ``DATA_STEPS`` below, and the chain feeds the last one's output to training.
-2. ``train-model`` — Ray Train + PEFT LoRA; the GPU step: one accelerator, the GPU node pool's
+   and held-out (the held-out one is what evaluation and the champion gate score on).
+2. ``scrape-reviews`` — the scraping agent (Playwright + Chromium, a bandit over sources that
+   learns across runs from its state in the object store); with no seeds, the embedded demo
+   shop. Everything scraped so far, as a dataset.
+3. ``synthesize-reviews`` — a balanced synthetic dataset for one category (the cold-start
+   category), naming the products the scrape found; the LLM writes the text when one is set.
+4. ``validate-reviews`` — adversarial validation of the synthetic reviews against the scraped
+   real ones: kept and rejected datasets, a JSON report, the discriminator AUC.
+5. ``assemble-training-data`` — imported + scraped + kept synthetic reviews, minus any review
+   that (nearly) repeats a held-out one (the demo shop sells the held-out set's products) or
+   an earlier one.
+6. ``train-model`` — Ray Train + PEFT LoRA; the GPU step: one accelerator, the GPU node pool's
    node selector and toleration, MinIO credentials for checkpoints in the object store, retries
    (a retried attempt resumes from the run's last checkpoint: the Ray run is named after the
    pipeline job).
-3. ``evaluate-model`` — the evaluation report on the held-out data (``Artifact``, JSON) and its
+7. ``evaluate-model`` — the evaluation report on the held-out data (``Artifact``, JSON) and its
    figures (``Metrics``).
-4. ``register-model`` — MLflow run, model version, alias ``challenger``, champion gate.
+8. ``register-model`` — MLflow run, model version, alias ``challenger``, champion gate.
+
+The steps that read the shared labelled sets (import, scrape's demo shop, synthesize's phrase
+mining) find them at ``SHOPSENSE_DATA_DIR`` (``/data`` in the step image): a cluster mounts
+the PersistentVolumeClaim ``DATA_PVC`` there.
 
 Compile with ``shopsense pipeline compile`` (writes ``manifests/pipelines/review-sentiment.yaml``),
 run locally with ``shopsense pipeline run`` (``kfp.local``), submit with
@@ -22,7 +34,7 @@ run locally with ``shopsense pipeline run`` (``kfp.local``), submit with
 
 
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from kfp import dsl, kubernetes
 
@@ -44,14 +56,18 @@ MLFLOW_SECRET = ("shopsense-mlflow", {"tracking_uri": "SHOPSENSE_MLFLOW_TRACKING
                                       "username": "MLFLOW_TRACKING_USERNAME",
                                       "password": "MLFLOW_TRACKING_PASSWORD"})
 
-# Data steps after the import, in order: each takes the previous dataset and returns a new
-# one, e.g. ``lambda ds: synthesize(data=ds).outputs["data"]``.
-DATA_STEPS: list[Callable] = []
+# The shared labelled sets, read-only, where the step image looks for them (SHOPSENSE_DATA_DIR).
+DATA_PVC = ("shopsense-data", "/data")
 
 
 def _secret(task, secret: tuple[str, dict[str, str]]):
     name, keys = secret
     return kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys)
+
+
+def _with_data(task):
+    kubernetes.mount_pvc(task, pvc_name=DATA_PVC[0], mount_path=DATA_PVC[1])
+    return task
 
 
 def _on_gpu_pool(task, gpus: int = 1):
@@ -63,8 +79,9 @@ def _on_gpu_pool(task, gpus: int = 1):
 
 
 @dsl.pipeline(name=PIPELINE_NAME,
-              description="Review sentiment: data, Ray Train fine-tuning, evaluation on "
-                          "held-out real reviews, MLflow registration with a champion gate")
+              description="Review sentiment: scrape, synthesize and validate data, Ray Train "
+                          "fine-tuning, evaluation on held-out real reviews, MLflow "
+                          "registration with a champion gate")
 def review_sentiment(
     train_sets: str = "blitzer-books,blitzer-electronics,uci-amazon,huliu",
     heldout_sets: str = "blitzer-dvd,uci-imdb",
@@ -84,16 +101,51 @@ def review_sentiment(
     floor_macro_f1: float = 0.80,
     floor_accuracy: float = 0.80,
     max_ece: float = 0.15,
+    scrape_seeds: str = "",
+    scrape_max_pages: int = 150,
+    demo_base_port: int = 18701,
+    synth_category: str = "dvd",
+    synth_per_label: int = 150,
+    synth_image_fraction: float = 0.5,
+    validate_target_auc: float = 0.6,
+    validate_min_keep: float = 0.5,
+    validate_features: str = "embedding",
+    llm_base_url: str = "",
 ) -> NamedTuple("Outputs", version=str, champion=bool, reason=str):
     data = c.import_reviews(train_sets=train_sets, heldout_sets=heldout_sets,
                             max_train_per_set=max_train_per_set,
                             max_heldout_per_set=max_heldout_per_set, seed=seed)
     data.set_retry(num_retries=2, backoff_duration="30s")
     data.set_cpu_limit("2").set_memory_limit("4G")
-    _secret(data, MINIO_SECRET)
-    train_data = data.outputs["train_data"]
-    for step in DATA_STEPS:
-        train_data = step(train_data)
+    _with_data(data)
+
+    scrape = c.scrape_reviews(seeds=scrape_seeds, max_pages=scrape_max_pages,
+                              demo_base_port=demo_base_port, llm_base_url=llm_base_url)
+    scrape.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)  # shops blip
+    scrape.set_cpu_limit("2").set_memory_limit("4G")  # Chromium
+    _with_data(_secret(scrape, MINIO_SECRET))  # the agent's state and datasets live in MinIO
+
+    synth = c.synthesize_reviews(scraped=scrape.outputs["scraped"], category=synth_category,
+                                 per_label=synth_per_label,
+                                 image_fraction=synth_image_fraction, seed=seed,
+                                 llm_base_url=llm_base_url)
+    synth.set_retry(num_retries=2, backoff_duration="30s")  # the LLM server may blip
+    synth.set_cpu_limit("2").set_memory_limit("4G")
+    _with_data(synth)
+
+    validate = c.validate_reviews(real=scrape.outputs["scraped"],
+                                  synthetic=synth.outputs["synthetic"],
+                                  target_auc=validate_target_auc,
+                                  min_keep_fraction=validate_min_keep,
+                                  text_features=validate_features, seed=seed)
+    validate.set_cpu_limit("2").set_memory_limit("6G")
+
+    assemble = c.assemble_training_data(imported=data.outputs["train_data"],
+                                        scraped=scrape.outputs["scraped"],
+                                        synthetic=validate.outputs["kept"],
+                                        heldout=data.outputs["heldout_data"])
+    assemble.set_cpu_limit("1").set_memory_limit("4G")
+    train_data = assemble.outputs["training"]
 
     train = c.train_model(train_data=train_data, model_kind=model_kind, recipe=recipe,
                           epochs=epochs, max_length=max_length, batch_size=batch_size,

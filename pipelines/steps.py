@@ -48,6 +48,197 @@ def import_reviews(*, sets: list[str], out_dir: str | Path, max_per_set: int | N
     return {"count": manifest.count, "digest": manifest.digest, "uri": dataset_uri(out)}
 
 
+def _read_local(path: str | Path):
+    """(manifest, reviews, store, prefix) of the dataset in the artifact folder ``path``."""
+    from shopsense.data.dataset import read_dataset
+    from shopsense.store import LocalStore
+
+    path = Path(path).resolve()
+    store = LocalStore(path.parent)
+    manifest, reviews = read_dataset(store, path.name)
+    return manifest, list(reviews), store, path.name
+
+
+def _image_blobs(reviews, store, prefix: str) -> dict[str, bytes]:
+    """The bytes of the reviews' dataset-relative photos (to carry them into a new dataset)."""
+    from shopsense.store import join_key
+
+    return {ref.sha256: store.get_bytes(join_key(prefix, ref.uri))
+            for r in reviews for ref in r.images if ref.sha256 and "://" not in ref.uri}
+
+
+def _write_local(path: str | Path, reviews, **kwargs):
+    from shopsense.data.dataset import write_dataset
+    from shopsense.store import LocalStore
+
+    path = Path(path).resolve()
+    return write_dataset(LocalStore(path.parent), path.name, reviews, **kwargs)
+
+
+def _chat(llm_base_url: str | None):
+    """The data agents' chat model: ``llm_base_url`` when given, else the environment's."""
+    import os
+
+    from shopsense.llm import chat_model_from_env
+
+    return chat_model_from_env({**os.environ, "SHOPSENSE_LLM_BASE_URL": llm_base_url}
+                               if llm_base_url else None)
+
+
+def scrape_reviews(*, out_dir: str | Path, seeds: list[str], max_pages: int,
+                   demo_base_port: int = 18701, concurrency: int = 4,
+                   dataset: str = "scraped/pipeline",
+                   llm_base_url: str | None = None) -> dict[str, Any]:
+    """Run the scraping agent (``pipelines/scrape``) and copy what it published to ``out_dir``.
+
+    With no ``seeds`` it scrapes the embedded demo shop (built from the shared data, served
+    on 127.0.0.1 from ``demo_base_port`` for this step's lifetime: fixed ports, so the
+    per-source statistics learnt by earlier runs apply). The agent's state and its dataset live
+    in the settings' object store (MinIO in a cluster), so runs learn from each other and an
+    interrupted run resumes."""
+    import contextlib
+
+    from pipelines.scrape.agent import ScrapeConfig, run_scrape
+    from shopsense.data.dataset import open_dataset_uri, read_dataset
+    from shopsense.settings import get_settings
+
+    s = get_settings()
+    with contextlib.ExitStack() as stack:
+        if not seeds:
+            from pipelines.scrape.shop import DemoShop
+
+            shop = stack.enter_context(DemoShop(s.data_dir, base_port=demo_base_port))
+            seeds = shop.urls
+        cfg = ScrapeConfig(seeds=seeds, dataset=dataset, max_pages=max_pages,
+                           concurrency=concurrency)
+        res = run_scrape(cfg, chat=_chat(llm_base_url))
+    store, prefix = open_dataset_uri(res.dataset_uri, s)
+    manifest, reviews = read_dataset(store, prefix)
+    reviews = list(reviews)
+    out = _write_local(out_dir, reviews, name="scraped",
+                       provenance=[*manifest.provenance,
+                                   {"step": "scrape_reviews", "from": res.dataset_uri}],
+                       images=_image_blobs(reviews, store, prefix))
+    log.info("scraped %d pages: %d new reviews; dataset of %d reviews", res.pages,
+             res.new_reviews, out.count)
+    return {"count": out.count, "digest": out.digest, "pages": res.pages,
+            "new_reviews": res.new_reviews, "pages_per_second": res.pages_per_second,
+            "new_reviews_per_page": res.new_reviews_per_page, "failures": res.failures,
+            "resumed": res.resumed}
+
+
+def synthesize_reviews(*, scraped_dir: str | Path, out_dir: str | Path, category: str,
+                       per_label: int, image_fraction: float = 0.5, seed: int = 0,
+                       max_products: int = 20, llm_base_url: str | None = None
+                       ) -> dict[str, Any]:
+    """Synthesize a balanced dataset for ``category`` (``pipelines/synthesize``), naming the
+    products the scrape found in that category (the most reviewed first)."""
+    from collections import Counter
+
+    from pipelines.synthesize.run import run_synthesize
+    from pipelines.synthesize.spec import GenerationSpec
+    from shopsense.settings import get_settings
+
+    _, scraped, _, _ = _read_local(scraped_dir)
+    names = Counter(r.product.name for r in scraped
+                    if r.product and r.product.name and r.product.category == category)
+    chat = _chat(llm_base_url)
+    spec = GenerationSpec(category=category, seed=seed, image_fraction=image_fraction,
+                          products=[n for n, _ in names.most_common(max_products)],
+                          count_per_label={"negative": per_label, "neutral": per_label,
+                                           "positive": per_label},
+                          generator="llm" if chat is not None else "grounded")
+    res = run_synthesize(spec, dataset_uri(out_dir), chat=chat,
+                         data_dir=get_settings().data_dir)
+    return {"count": res.manifest.count, "digest": res.manifest.digest,
+            "products": len(spec.products), "images": res.images,
+            "generators": res.generators, "llm_fallbacks": res.llm_fallbacks}
+
+
+def validate_reviews(*, real_dir: str | Path, synthetic_dir: str | Path,
+                     kept_dir: str | Path, rejected_dir: str | Path, target_auc: float = 0.6,
+                     min_keep_fraction: float = 0.5, text_features: str = "embedding",
+                     seed: int = 0) -> dict[str, Any]:
+    """Adversarial validation (``pipelines/validate``) of the synthetic reviews against the
+    real scraped ones; pushes the quality figures to the Pushgateway when one is set."""
+    from pipelines.validate.run import ValidateConfig, run_validate
+    from shopsense.pipeline_metrics import PipelineMetrics
+    from shopsense.settings import get_settings
+
+    s = get_settings()
+    cfg = ValidateConfig(target_auc=target_auc, min_keep_fraction=min_keep_fraction,
+                         text_features=text_features, seed=seed)  # type: ignore[arg-type]
+    report = run_validate(dataset_uri(real_dir), dataset_uri(synthetic_dir),
+                          dataset_uri(kept_dir), cfg, data_dir=s.data_dir,
+                          rejected_out=dataset_uri(rejected_dir))
+    kept_manifest, kept, _, _ = _read_local(kept_dir)
+    _, rejected, _, _ = _read_local(rejected_dir)
+    metrics = PipelineMetrics(dataset=kept_manifest.name)
+    for category in sorted({_category(r) for r in [*kept, *rejected]}):
+        metrics.record_samples(category,
+                               kept=sum(_category(r) == category for r in kept),
+                               rejected=sum(_category(r) == category for r in rejected))
+        if report.auc_after is not None and report.auc_after == report.auc_after:
+            metrics.record_discriminator_auc(category, report.auc_after)
+    metrics.finish()
+    if s.pushgateway_url:
+        metrics.push(s.pushgateway_url)
+        log.info("pushed the validation figures to %s", s.pushgateway_url)
+    return report.model_dump(mode="json")
+
+
+def _category(review) -> str:
+    from shopsense.data.dataset import UNKNOWN_CATEGORY
+
+    return (review.product.category if review.product else None) or UNKNOWN_CATEGORY
+
+
+def assemble_training_data(*, parts: dict[str, str | Path], heldout_dir: str | Path,
+                           out_dir: str | Path, near_duplicate_threshold: float = 0.8
+                           ) -> dict[str, Any]:
+    """One training dataset from the labelled reviews of ``parts`` (name -> dataset folder, in
+    order of precedence), without any review that is (near-)identical to a held-out one (the
+    demo shop sells the same Blitzer products the held-out set comes from) or to an earlier
+    kept one (the shop and the imported sets share reviews)."""
+    from pipelines.validate.dedupe import NearDuplicateIndex
+
+    _, heldout, _, _ = _read_local(heldout_dir)
+    index = NearDuplicateIndex(threshold=near_duplicate_threshold)
+    for r in heldout:
+        index.force_add(f"heldout:{r.id}", r.text)
+    kept, blobs, counts, provenance = [], {}, {}, []
+    seen_ids: set[str] = set()
+    for name, path in parts.items():
+        manifest, reviews, store, prefix = _read_local(path)
+        c = counts[name] = {"read": len(reviews), "kept": 0, "unlabelled": 0,
+                            "heldout_overlap": 0, "duplicate": 0}
+        part = []
+        for r in reviews:
+            if not r.label or not r.text.strip():
+                c["unlabelled"] += 1
+                continue
+            if r.id in seen_ids:
+                c["duplicate"] += 1
+                continue
+            dup = index.add(r.id, r.text)
+            if dup is not None:
+                c["heldout_overlap" if dup[1].startswith("heldout:") else "duplicate"] += 1
+                continue
+            seen_ids.add(r.id)
+            part.append(r)
+        c["kept"] = len(part)
+        kept.extend(part)
+        blobs.update(_image_blobs(part, store, prefix))
+        provenance.append({"part": name, "name": manifest.name, "digest": manifest.digest,
+                           **c})
+    out = _write_local(out_dir, kept, name="training",
+                       provenance=[{"step": "assemble_training_data", "parts": provenance}],
+                       images=blobs)
+    log.info("training data: %d reviews from %s", out.count,
+             ", ".join(f"{k} {v['kept']}/{v['read']}" for k, v in counts.items()))
+    return {"count": out.count, "digest": out.digest, "parts": counts}
+
+
 def train_model(*, train_data: str | Path, model_dir: str | Path,
                 model_kind: str = "compact", recipe: str = "demo", overrides: dict | None = None,
                 num_workers: int = 1, use_gpu: bool = False, cpus_per_worker: float = 1.0,

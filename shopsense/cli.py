@@ -268,18 +268,17 @@ def data_import(
     """Import labelled sets as one dataset (reviews.jsonl + manifest.json) in the object store.
 
     The write is atomic: a failure leaves any previous dataset at that prefix intact."""
-    from shopsense.data.dataset import write_dataset
+    from shopsense.data.dataset import DatasetURIError, open_dataset_uri, write_dataset
     from shopsense.data.loaders import load_set
-    from shopsense.store import open_store
 
     s = get_settings()
     names = [x.strip() for x in sets.split(",") if x.strip()]
     reviews = [r for name in names for r in load_set(name, s.data_dir)]
     uri = to or f"{s.default_store_uri().rstrip('/')}/imported/{'+'.join(names)}"
-    root, _, prefix = uri.rpartition("/")
-    if not prefix or "://" not in root:
-        fail(f"--to must look like file:///dir/prefix or s3://bucket/prefix, got {uri!r}")
-    store = open_store(root, s)
+    try:
+        store, prefix = open_dataset_uri(uri, s)
+    except DatasetURIError as exc:
+        fail(f"--to: {exc}")
     manifest = write_dataset(store, prefix, reviews, name="+".join(names),
                              provenance=[{"command": "shopsense data import", "sets": names,
                                           "data_dir": s.data_dir.name}])

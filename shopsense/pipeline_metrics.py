@@ -1,8 +1,8 @@
 """Prometheus metrics of the data pipeline's quality gate (``pipelines/validate``).
 
-NOTE: no pipeline step produces these yet. The names are fixed here so that the Grafana
-dashboard ("shopsense data quality", ``charts/shopsense/dashboards/``) and the validation step
-that is still to be written agree on them:
+The pipeline's ``validate-reviews`` step (:func:`pipelines.steps.validate_reviews`) produces
+them; the Grafana dashboard ("shopsense data quality", ``charts/shopsense/dashboards/``) reads
+them:
 
 - ``shopsense_validation_samples_total{dataset, category, outcome="kept"|"rejected"}``:
   samples the quality gate kept or rejected in a run;

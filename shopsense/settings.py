@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     s3_secure: bool = False
     mlflow_tracking_uri: str | None = Field(None, description="default: sqlite under home")
     model_name: str = "shopsense-sentiment"
+    pushgateway_url: str | None = Field(None, description="Prometheus Pushgateway (host:port) "
+                                        "the validate step pushes its quality figures to")
     serve: ServeSettings = Field(default_factory=ServeSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)

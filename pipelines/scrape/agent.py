@@ -803,6 +803,6 @@ def run_scrape(config: ScrapeConfig, *, chat: Any = None,
     """Run one scraping step (see the module docstring) and publish its dataset.
 
     ``chat``: a LangChain chat model for selector proposals and source priors (default: none;
-    :func:`~pipelines.scrape.llm.chat_model_from_env` builds one from the environment).
+    :func:`~shopsense.llm.chat_model_from_env` builds one from the environment).
     ``on_page(n, url)`` is called after each page (progress; tests use it to interrupt)."""
     return asyncio.run(_Crawler(config, chat=chat, on_page=on_page, store=store).run())

@@ -50,7 +50,7 @@ def scrape_cmd(
     """Scrape reviews with Playwright + Chromium into a dataset (resumes an interrupted run).
     With SHOPSENSE_LLM_BASE_URL set, an OpenAI-compatible LLM proposes selectors and priors."""
     from pipelines.scrape.agent import ScrapeConfig, run_scrape
-    from pipelines.scrape.llm import chat_model_from_env
+    from shopsense.llm import chat_model_from_env
 
     seeds = seeds or [f"http://127.0.0.1:{8701 + i}/" for i in range(5)]
     cfg = ScrapeConfig(seeds=seeds, store_uri=store, dataset=dataset, max_pages=max_pages,

@@ -1,6 +1,6 @@
 """The scraping agent's optional LLM: selector proposals for unseen sites, priors for sources.
 
-Any LangChain chat model works (``BaseChatModel``). :func:`chat_model_from_env` builds
+Any LangChain chat model works (``BaseChatModel``). :func:`shopsense.llm.chat_model_from_env` builds
 ``langchain_openai.ChatOpenAI`` against any OpenAI-compatible endpoint (the platform's own vLLM
 in a cluster) when ``SHOPSENSE_LLM_BASE_URL`` is set; otherwise there is no LLM and the agent
 uses its deterministic strategies. Nothing the LLM says is trusted: selector proposals are
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from typing import Any
 
@@ -20,7 +19,7 @@ from pipelines.scrape.extract import SelectorSet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LLMAdvisor", "chat_model_from_env", "parse_json_reply"]
+__all__ = ["LLMAdvisor", "parse_json_reply"]
 
 SELECTOR_PROMPT = """You are helping a web scraper extract customer reviews from a shop page.
 Site: {site}
@@ -42,25 +41,6 @@ Past statistics per source (may be empty for new sources):
 {stats}
 Reply with ONE JSON object mapping each source name to a number, and nothing else.
 """
-
-
-def chat_model_from_env(env: dict[str, str] | None = None):
-    """``ChatOpenAI`` for ``SHOPSENSE_LLM_BASE_URL`` (``SHOPSENSE_LLM_MODEL``,
-    ``SHOPSENSE_LLM_API_KEY``, ``SHOPSENSE_LLM_TIMEOUT_S``), or ``None`` when no URL is set."""
-    env = dict(os.environ if env is None else env)
-    base_url = env.get("SHOPSENSE_LLM_BASE_URL")
-    if not base_url:
-        return None
-    from langchain_openai import ChatOpenAI
-
-    return ChatOpenAI(
-        base_url=base_url,
-        api_key=env.get("SHOPSENSE_LLM_API_KEY") or "none",
-        model=env.get("SHOPSENSE_LLM_MODEL") or "meta-llama/Llama-3.1-8B-Instruct",
-        temperature=0.0,
-        timeout=float(env.get("SHOPSENSE_LLM_TIMEOUT_S") or 60),
-        max_retries=1,
-    )
 
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)

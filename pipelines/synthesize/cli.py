@@ -23,7 +23,7 @@ def synthesize_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Generate a balanced, labelled synthetic dataset (text + rendered photos) from a spec."""
-    from pipelines.scrape.llm import chat_model_from_env
+    from shopsense.llm import chat_model_from_env
     from pipelines.synthesize.run import run_synthesize
     from pipelines.synthesize.spec import GenerationSpec
     from shopsense.settings import get_settings

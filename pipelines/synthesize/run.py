@@ -20,13 +20,13 @@ from pydantic import BaseModel
 from pipelines.synthesize.images import ProceduralImages, photo_spec_for
 from pipelines.synthesize.spec import GenerationSpec
 from pipelines.synthesize.text import GroundedGenerator, LLMGenerator, PhraseBank
-from shopsense.data.dataset import image_key, write_dataset
+from shopsense.data.dataset import image_key, open_dataset_uri, split_dataset_uri, write_dataset
 from shopsense.schemas import DatasetManifest, ImageRef, Product, Review, Source
-from shopsense.store import ObjectStore, open_store
+from shopsense.store import ObjectStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SynthesizeResult", "run_synthesize", "split_dataset_uri"]
+__all__ = ["SynthesizeResult", "run_synthesize"]
 
 
 class SynthesizeResult(BaseModel):
@@ -37,15 +37,6 @@ class SynthesizeResult(BaseModel):
     llm_fallbacks: int = 0
 
 
-def split_dataset_uri(uri: str) -> tuple[str, str]:
-    """``file:///dir/prefix`` or ``s3://bucket/a/prefix`` → (store root URI, prefix)."""
-    root, _, prefix = uri.rstrip("/").rpartition("/")
-    if not prefix or "://" not in root or root.endswith(":/"):
-        raise ValueError(f"dataset URI must look like file:///dir/prefix or s3://bucket/prefix,"
-                         f" got {uri!r}")
-    return root, prefix
-
-
 def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: Any = None,
                    data_dir: Any = None, store: ObjectStore | None = None,
                    progress: bool = False) -> SynthesizeResult:
@@ -53,8 +44,10 @@ def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: 
 
     ``chat``: a LangChain chat model for ``generator="llm"``; ``images``: an image backend
     with ``render(photo_spec, seed) -> bytes`` and ``name`` (default: procedural)."""
-    root, prefix = split_dataset_uri(out)
-    store = store or open_store(root)
+    if store is None:
+        store, prefix = open_dataset_uri(out)
+    else:
+        prefix = split_dataset_uri(out)[1]
     rng = np.random.default_rng(spec.seed)
     bank = PhraseBank.mine(spec.mine_from, spec.aspects, spec.noun or "product", data_dir)
     grounded = GroundedGenerator(bank)

@@ -33,9 +33,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from pipelines.validate.dedupe import NearDuplicateIndex
-from shopsense.data.dataset import read_dataset, write_dataset
+from shopsense.data.dataset import open_dataset_uri, read_dataset, write_dataset
 from shopsense.schemas import Review
-from shopsense.store import ObjectNotFound, ObjectStore, join_key, open_store
+from shopsense.store import ObjectNotFound, ObjectStore, join_key
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +126,13 @@ def discriminator_auc(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int
 # ------------------------------------------------------------------------------- helpers
 
 
-def _open(uri: str) -> tuple[ObjectStore, str]:
-    root, _, prefix = uri.rstrip("/").rpartition("/")
-    if not prefix or "://" not in root:
-        raise ValueError(f"dataset URI must look like file:///dir/prefix, got {uri!r}")
-    return open_store(root), prefix
-
-
 def _load_real(real: str, data_dir: Any) -> tuple[list[Review], ObjectStore | None, str]:
     from shopsense.data.loaders import SET_NAMES, load_set
 
     names = [x.strip() for x in real.split(",") if x.strip()]
     if names and all(n in SET_NAMES for n in names):
         return [r for n in names for r in load_set(n, data_dir)], None, ""
-    store, prefix = _open(real)
+    store, prefix = open_dataset_uri(real)
     _, reviews = read_dataset(store, prefix)
     return list(reviews), store, prefix
 
@@ -173,16 +166,18 @@ def _image_bytes(store: ObjectStore | None, prefix: str, r: Review) -> bytes | N
 
 def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | None = None, *,
                  data_dir: Any = None,
-                 teacher: Callable[[list[str]], np.ndarray] | None = None) -> ValidationReport:
+                 teacher: Callable[[list[str]], np.ndarray] | None = None,
+                 rejected_out: str | None = None) -> ValidationReport:
     """Validate the synthetic dataset ``synthetic`` (URI) against ``real`` (shared set names,
-    comma-separated, or a dataset URI); publish kept and rejected datasets (see module doc)."""
+    comma-separated, or a dataset URI); publish kept and rejected datasets (see module doc;
+    ``rejected_out``: the rejected dataset's URI, default ``out + "-rejected"``)."""
     cfg = config or ValidateConfig()
     rng = np.random.default_rng(cfg.seed)
     real_reviews, real_store, real_prefix = _load_real(real, data_dir)
     if len(real_reviews) > cfg.max_real:
         idx = rng.choice(len(real_reviews), cfg.max_real, replace=False)
         real_reviews = [real_reviews[int(i)] for i in sorted(idx)]
-    syn_store, syn_prefix = _open(synthetic)
+    syn_store, syn_prefix = open_dataset_uri(synthetic)
     syn_manifest, syn_iter = read_dataset(syn_store, syn_prefix)
     syn = list(syn_iter)
     reasons: dict[str, tuple[str, str]] = {}
@@ -268,7 +263,7 @@ def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | N
     by_reason: dict[str, int] = {}
     for reason, _ in reasons.values():
         by_reason[reason] = by_reason.get(reason, 0) + 1
-    out_store, out_prefix = _open(out)
+    out_store, out_prefix = open_dataset_uri(out)
 
     def images_of(reviews: list[Review]) -> dict[str, bytes]:
         blobs = {}
@@ -282,14 +277,15 @@ def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | N
             "synthetic_digest": syn_manifest.digest}
     write_dataset(out_store, out_prefix, kept, name=f"{syn_manifest.name}-validated",
                   provenance=[*syn_manifest.provenance, prov], images=images_of(kept))
-    rej_prefix = f"{out_prefix}-rejected"
-    write_dataset(out_store, rej_prefix, rejected, name=f"{syn_manifest.name}-rejected",
+    rejected_out = rejected_out or f"{out}-rejected"
+    rej_store, rej_prefix = open_dataset_uri(rejected_out)
+    write_dataset(rej_store, rej_prefix, rejected, name=f"{syn_manifest.name}-rejected",
                   provenance=[prov], images=images_of(rejected))
-    out_store.put_bytes(join_key(rej_prefix, "rejected.jsonl"), "".join(
+    rej_store.put_bytes(join_key(rej_prefix, "rejected.jsonl"), "".join(
         json.dumps({"id": r.id, "reason": reasons[r.id][0], "detail": reasons[r.id][1],
                     "label": r.label, "text": r.text[:300]}) + "\n" for r in rejected).encode())
     report = ValidationReport(
-        kept_uri=out, rejected_uri=f"{out}-rejected", synthetic=len(syn), real=n_real,
+        kept_uri=out, rejected_uri=rejected_out, synthetic=len(syn), real=n_real,
         kept=len(kept), rejected=len(rejected), rejected_by_reason=by_reason,
         auc_before=None if auc_before is None else round(auc_before, 4),
         auc_after=None if auc is None else round(auc, 4), auc_rounds=rounds,

@@ -77,9 +77,9 @@ def _count_lines(path: Path) -> int:
 
 def open_source(value: str, settings: Settings | None = None) -> ReviewSource:
     """Reviews named by ``value`` (see the module docstring); DataError if it names nothing."""
-    from shopsense.data.dataset import read_dataset
+    from shopsense.data.dataset import open_dataset_uri, read_dataset
     from shopsense.data.loaders import SET_NAMES, load_set
-    from shopsense.store import LocalStore, open_store
+    from shopsense.store import LocalStore
 
     s = settings or get_settings()
     value = value.strip()
@@ -90,14 +90,7 @@ def open_source(value: str, settings: Settings | None = None) -> ReviewSource:
         return ReviewSource(f"set {value}", iter(reviews), len(reviews),
                             ImageLoader(base_dir=s.data_dir, settings=s))
     if "://" in value:
-        root, _, prefix = value.rstrip("/").rpartition("/")
-        if not prefix or "://" not in root or root.endswith(":/"):
-            raise DataError(f"dataset URI must look like file:///dir/prefix or "
-                            f"s3://bucket/prefix, got {value!r}")
-        try:
-            store = open_store(root, s)
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
+        store, prefix = open_dataset_uri(value, s)
         manifest, reviews = read_dataset(store, prefix)
         return ReviewSource(f"dataset {value}", reviews, manifest.count,
                             ImageLoader(store=store, prefix=prefix, settings=s))

@@ -99,6 +99,30 @@ class DatasetNotFound(DataError):
     """No ``manifest.json`` under the prefix: there is no (published) dataset there."""
 
 
+class DatasetURIError(DataError, ValueError):
+    """A dataset URI that is not ``file:///dir/prefix`` or ``s3://bucket/prefix``."""
+
+
+def split_dataset_uri(uri: str) -> tuple[str, str]:
+    """``file:///dir/prefix`` or ``s3://bucket/a/prefix`` → (store root URI, prefix)."""
+    root, _, prefix = str(uri).strip().rstrip("/").rpartition("/")
+    if not prefix or "://" not in root or root.endswith(":/"):
+        raise DatasetURIError(f"dataset URI must look like file:///dir/prefix or "
+                              f"s3://bucket/prefix, got {uri!r}")
+    return root, prefix
+
+
+def open_dataset_uri(uri: str, settings: Any = None) -> tuple[ObjectStore, str]:
+    """The store and the prefix a dataset URI names (see :func:`split_dataset_uri`)."""
+    from shopsense.store import open_store
+
+    root, prefix = split_dataset_uri(uri)
+    try:
+        return open_store(root, settings), prefix
+    except ValueError as exc:
+        raise DatasetURIError(str(exc)) from None
+
+
 # --------------------------------------------------------------------------------- lines
 
 

@@ -127,12 +127,10 @@ def load_labelled(sets: list[str], data_dir: Path, cap: int | None, seed: int) -
 def load_dataset_rows(uri: str, cap: int | None, seed: int) -> list[dict]:
     """Labelled text records ``{text, label, category, set}`` from a dataset in the object
     store (``file:///dir/prefix`` or ``s3://bucket/prefix``; see :mod:`shopsense.data.dataset`)."""
-    from shopsense.data.dataset import read_dataset
+    from shopsense.data.dataset import open_dataset_uri, read_dataset
     from shopsense.settings import get_settings
-    from shopsense.store import open_store
 
-    root, _, prefix = uri.rstrip("/").rpartition("/")
-    manifest, reviews = read_dataset(open_store(root, get_settings()), prefix)
+    manifest, reviews = read_dataset(*open_dataset_uri(uri, get_settings()))
     rows = [
         {
             "text": r.text if not r.title else f"{r.title}. {r.text}",

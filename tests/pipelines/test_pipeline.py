@@ -26,8 +26,20 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     spec, platform = _docs(MANIFEST)
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
     dag = spec["root"]["dag"]["tasks"]
-    assert list(dag) == ["evaluate-model", "import-reviews", "register-model", "train-model"]
-    assert dag["train-model"]["dependentTasks"] == ["import-reviews"]
+    assert set(dag) == {"import-reviews", "scrape-reviews", "synthesize-reviews",
+                        "validate-reviews", "assemble-training-data", "train-model",
+                        "evaluate-model", "register-model"}
+    # scrape → synthesize → validate → (assemble) → train → evaluate → register
+    assert dag["synthesize-reviews"]["dependentTasks"] == ["scrape-reviews"]
+    assert set(dag["validate-reviews"]["dependentTasks"]) == {"scrape-reviews",
+                                                              "synthesize-reviews"}
+    assert set(dag["assemble-training-data"]["dependentTasks"]) == {
+        "import-reviews", "scrape-reviews", "validate-reviews"}
+    inputs = dag["assemble-training-data"]["inputs"]["artifacts"]
+    assert inputs["synthetic"]["taskOutputArtifact"] == {"outputArtifactKey": "kept",
+                                                         "producerTask": "validate-reviews"}
+    assert inputs["heldout"]["taskOutputArtifact"]["producerTask"] == "import-reviews"
+    assert dag["train-model"]["dependentTasks"] == ["assemble-training-data"]
     assert set(dag["register-model"]["dependentTasks"]) == {
         "evaluate-model", "import-reviews", "train-model"}
     # typed artifacts between the steps
@@ -52,9 +64,22 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     secrets = {s["secretName"] for s in k8s["exec-register-model"]["secretAsEnv"]}
     assert secrets == {"shopsense-minio", "shopsense-mlflow"}
     assert k8s["exec-train-model"]["secretAsEnv"][0]["secretName"] == "shopsense-minio"
+    assert k8s["exec-scrape-reviews"]["secretAsEnv"][0]["secretName"] == "shopsense-minio"
+    # the shared labelled sets, mounted where the step image looks for them
+    for ex in ("exec-import-reviews", "exec-scrape-reviews", "exec-synthesize-reviews"):
+        assert k8s[ex]["pvcMount"][0]["mountPath"] == "/data", ex
+    assert "SHOPSENSE_DATA_DIR=/data" in (
+        MANIFEST.parents[2] / "images" / "pipeline-step.Dockerfile").read_text()
     # retries on the flaky steps
-    for task in ("import-reviews", "train-model", "register-model"):
+    for task in ("import-reviews", "scrape-reviews", "synthesize-reviews", "train-model",
+                 "register-model"):
         assert dag[task]["retryPolicy"]["maxRetryCount"] >= 2
+    # the step image is the one `make images` builds and loads into kind
+    make = (MANIFEST.parents[2] / "Makefile").read_text()
+    image = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
+    assert image == {"ghcr.io/shopsense/pipeline-step:0.1.0"}
+    assert "IMAGE_PREFIX ?= ghcr.io/shopsense" in make and "IMAGE_TAG ?= 0.1.0" in make
+    assert "-t $(IMAGE_PREFIX)/pipeline-step:$(IMAGE_TAG)" in make
 
 
 @pytest.mark.slow
