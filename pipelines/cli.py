@@ -34,7 +34,7 @@ LOCAL_ARGUMENTS: dict = {
     "floor_macro_f1": 0.5,
     "floor_accuracy": 0.5,
     "max_ece": 0.0,
-    "scrape_max_pages": 40,
+    "scrape_max_pages": 120,
     "synth_per_label": 30,
 }
 

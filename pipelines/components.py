@@ -86,7 +86,8 @@ def synthesize_reviews(
 
 @component
 def validate_reviews(
-    real: Input[Dataset],
+    scraped: Input[Dataset],
+    imported: Input[Dataset],
     synthetic: Input[Dataset],
     target_auc: float,
     min_keep_fraction: float,
@@ -97,13 +98,14 @@ def validate_reviews(
     report: Output[Artifact],
     metrics: Output[Metrics],
 ):
-    """Adversarial validation: keep the synthetic reviews a discriminator cannot tell from real
-    scraped ones and that pass the label, duplicate, length and language gates."""
+    """Adversarial validation: keep the synthetic reviews a discriminator cannot tell from the
+    real ones (scraped and imported) and that pass the label, duplicate, length and language
+    gates."""
     import json
 
     from pipelines.steps import validate_reviews as run
 
-    out = run(real_dir=real.path, synthetic_dir=synthetic.path, kept_dir=kept.path,
+    out = run(real_dirs=[scraped.path, imported.path], synthetic_dir=synthetic.path, kept_dir=kept.path,
               rejected_dir=rejected.path, target_auc=target_auc,
               min_keep_fraction=min_keep_fraction, text_features=text_features, seed=seed)
     with open(report.path, "w") as fh:

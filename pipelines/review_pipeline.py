@@ -10,8 +10,8 @@ Steps (components in :mod:`pipelines.components`, logic in :mod:`pipelines.steps
    shop. Everything scraped so far, as a dataset.
 3. ``synthesize-reviews`` — a balanced synthetic dataset for one category (the cold-start
    category), naming the products the scrape found; the LLM writes the text when one is set.
-4. ``validate-reviews`` — adversarial validation of the synthetic reviews against the scraped
-   real ones: kept and rejected datasets, a JSON report, the discriminator AUC.
+4. ``validate-reviews`` — adversarial validation of the synthetic reviews against the real
+   ones (scraped and imported): kept and rejected datasets, a JSON report, the discriminator AUC.
 5. ``assemble-training-data`` — imported + scraped + kept synthetic reviews, minus any review
    that (nearly) repeats a held-out one (the demo shop sells the held-out set's products) or
    an earlier one.
@@ -102,7 +102,7 @@ def review_sentiment(
     floor_accuracy: float = 0.80,
     max_ece: float = 0.15,
     scrape_seeds: str = "",
-    scrape_max_pages: int = 150,
+    scrape_max_pages: int = 200,
     demo_base_port: int = 18701,
     synth_category: str = "dvd",
     synth_per_label: int = 150,
@@ -133,7 +133,8 @@ def review_sentiment(
     synth.set_cpu_limit("2").set_memory_limit("4G")
     _with_data(synth)
 
-    validate = c.validate_reviews(real=scrape.outputs["scraped"],
+    validate = c.validate_reviews(scraped=scrape.outputs["scraped"],
+                                  imported=data.outputs["train_data"],
                                   synthetic=synth.outputs["synthetic"],
                                   target_auc=validate_target_auc,
                                   min_keep_fraction=validate_min_keep,

@@ -155,12 +155,13 @@ def synthesize_reviews(*, scraped_dir: str | Path, out_dir: str | Path, category
             "generators": res.generators, "llm_fallbacks": res.llm_fallbacks}
 
 
-def validate_reviews(*, real_dir: str | Path, synthetic_dir: str | Path,
+def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
                      kept_dir: str | Path, rejected_dir: str | Path, target_auc: float = 0.6,
                      min_keep_fraction: float = 0.5, text_features: str = "embedding",
                      seed: int = 0) -> dict[str, Any]:
     """Adversarial validation (``pipelines/validate``) of the synthetic reviews against the
-    real scraped ones; pushes the quality figures to the Pushgateway when one is set."""
+    real ones (the scraped and the imported datasets); pushes the quality figures to the
+    Pushgateway when one is set."""
     from pipelines.validate.run import ValidateConfig, run_validate
     from shopsense.pipeline_metrics import PipelineMetrics
     from shopsense.settings import get_settings
@@ -168,7 +169,8 @@ def validate_reviews(*, real_dir: str | Path, synthetic_dir: str | Path,
     s = get_settings()
     cfg = ValidateConfig(target_auc=target_auc, min_keep_fraction=min_keep_fraction,
                          text_features=text_features, seed=seed)  # type: ignore[arg-type]
-    report = run_validate(dataset_uri(real_dir), dataset_uri(synthetic_dir),
+    report = run_validate(",".join(dataset_uri(d) for d in real_dirs),
+                          dataset_uri(synthetic_dir),
                           dataset_uri(kept_dir), cfg, data_dir=s.data_dir,
                           rejected_out=dataset_uri(rejected_dir))
     kept_manifest, kept, _, _ = _read_local(kept_dir)

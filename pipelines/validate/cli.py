@@ -8,8 +8,8 @@ import typer
 def validate_cmd(
     synthetic: str = typer.Option(..., help="dataset URI of the synthetic reviews"),
     real: str = typer.Option("blitzer-books,blitzer-electronics",
-                             help="real reviews: shared set names (comma-separated) or a "
-                                  "dataset URI"),
+                             help="real reviews: shared set names and/or dataset URIs, "
+                                  "comma-separated"),
     out: str | None = typer.Option(None, help="dataset URI for the kept reviews (default: "
                                       "<synthetic>-validated)"),
     teacher: str | None = typer.Option(None, help="model URI/bundle for label consistency "

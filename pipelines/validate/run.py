@@ -126,15 +126,25 @@ def discriminator_auc(X: np.ndarray, y: np.ndarray, *, folds: int, seed: int
 # ------------------------------------------------------------------------------- helpers
 
 
-def _load_real(real: str, data_dir: Any) -> tuple[list[Review], ObjectStore | None, str]:
+def _load_real(real: str, data_dir: Any
+               ) -> tuple[list[Review], list[tuple[ObjectStore | None, str]]]:
+    """The real reviews ``real`` names (comma-separated shared set names and/or dataset URIs)
+    and, for each, where its photos are (no store: a shared set, photos not used)."""
     from shopsense.data.loaders import SET_NAMES, load_set
 
-    names = [x.strip() for x in real.split(",") if x.strip()]
-    if names and all(n in SET_NAMES for n in names):
-        return [r for n in names for r in load_set(n, data_dir)], None, ""
-    store, prefix = open_dataset_uri(real)
-    _, reviews = read_dataset(store, prefix)
-    return list(reviews), store, prefix
+    reviews: list[Review] = []
+    origins: list[tuple[ObjectStore | None, str]] = []
+    for item in (x.strip() for x in real.split(",")):
+        if not item:
+            continue
+        if item in SET_NAMES:
+            part, origin = load_set(item, data_dir), (None, "")
+        else:
+            store, prefix = open_dataset_uri(item)
+            part, origin = list(read_dataset(store, prefix)[1]), (store, prefix)
+        reviews.extend(part)
+        origins.extend([origin] * len(part))
+    return reviews, origins
 
 
 def _teacher(uri: str | None) -> Callable[[list[str]], np.ndarray]:
@@ -168,15 +178,15 @@ def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | N
                  data_dir: Any = None,
                  teacher: Callable[[list[str]], np.ndarray] | None = None,
                  rejected_out: str | None = None) -> ValidationReport:
-    """Validate the synthetic dataset ``synthetic`` (URI) against ``real`` (shared set names,
-    comma-separated, or a dataset URI); publish kept and rejected datasets (see module doc;
+    """Validate the synthetic dataset ``synthetic`` (URI) against ``real`` (shared set names
+    and/or dataset URIs, comma-separated); publish kept and rejected datasets (see module doc;
     ``rejected_out``: the rejected dataset's URI, default ``out + "-rejected"``)."""
     cfg = config or ValidateConfig()
     rng = np.random.default_rng(cfg.seed)
-    real_reviews, real_store, real_prefix = _load_real(real, data_dir)
+    real_reviews, origins = _load_real(real, data_dir)
     if len(real_reviews) > cfg.max_real:
-        idx = rng.choice(len(real_reviews), cfg.max_real, replace=False)
-        real_reviews = [real_reviews[int(i)] for i in sorted(idx)]
+        idx = sorted(int(i) for i in rng.choice(len(real_reviews), cfg.max_real, replace=False))
+        real_reviews, origins = [real_reviews[i] for i in idx], [origins[i] for i in idx]
     syn_store, syn_prefix = open_dataset_uri(synthetic)
     syn_manifest, syn_iter = read_dataset(syn_store, syn_prefix)
     syn = list(syn_iter)
@@ -217,7 +227,8 @@ def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | N
 
         blocks.append(text_embedder().embed(texts))
         feats_names.append("minilm")
-    real_imgs = [_image_bytes(real_store, real_prefix, r) for r in real_reviews]
+    real_imgs = [_image_bytes(store, prefix, r) for r, (store, prefix) in zip(real_reviews,
+                                                                               origins)]
     syn_imgs = [_image_bytes(syn_store, syn_prefix, r) for r in pool]
     if cfg.image_features and any(real_imgs) and any(syn_imgs):
         import io

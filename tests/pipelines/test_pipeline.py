@@ -9,6 +9,7 @@ import yaml
 
 from pipelines.review_pipeline import MANIFEST, PIPELINE_NAME, compile_pipeline
 from tests.pipelines.kfp_stub import kfp_stub_server
+from tests.pipelines.test_data_steps import _free_base_port
 
 
 def _docs(path):
@@ -31,8 +32,8 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
                         "evaluate-model", "register-model"}
     # scrape → synthesize → validate → (assemble) → train → evaluate → register
     assert dag["synthesize-reviews"]["dependentTasks"] == ["scrape-reviews"]
-    assert set(dag["validate-reviews"]["dependentTasks"]) == {"scrape-reviews",
-                                                              "synthesize-reviews"}
+    assert set(dag["validate-reviews"]["dependentTasks"]) == {
+        "import-reviews", "scrape-reviews", "synthesize-reviews"}
     assert set(dag["assemble-training-data"]["dependentTasks"]) == {
         "import-reviews", "scrape-reviews", "validate-reviews"}
     inputs = dag["assemble-training-data"]["inputs"]["artifacts"]
@@ -85,7 +86,8 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
 @pytest.mark.slow
 def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch):
     """kfp.local runs each step as a subprocess of this virtualenv: import real reviews,
-    Ray Train, evaluate, register in a fresh MLflow registry."""
+    scrape the demo shop with Chromium, synthesize, validate, assemble, Ray Train, evaluate,
+    register in a fresh MLflow registry."""
     from pipelines.cli import LOCAL_ARGUMENTS, run_local
     from shopsense import registry
     from shopsense.settings import Settings, get_settings
@@ -95,7 +97,9 @@ def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch):
     get_settings.cache_clear()
     args = {**LOCAL_ARGUMENTS, "train_sets": "uci-amazon,huliu", "heldout_sets": "uci-imdb",
             "max_train_per_set": 16, "max_heldout_per_set": 20, "max_length": 32,
-            "batch_size": 8, "image_pool": 12, "floor_macro_f1": 0.0, "floor_accuracy": 0.0}
+            "batch_size": 8, "image_pool": 12, "floor_macro_f1": 0.0, "floor_accuracy": 0.0,
+            "scrape_max_pages": 30, "synth_per_label": 6, "validate_features": "style",
+            "demo_base_port": _free_base_port()}
     try:
         out = run_local(args, pipeline_root=tmp_path / "runs")
         assert out == {"version": "1", "champion": True, "reason": "no champion yet"}
@@ -104,6 +108,14 @@ def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch):
         mv = c.get_model_version(s.model_name, "1")
         assert {str(v) for v in c.get_registered_model(s.model_name).aliases.values()} == {"1"}
         assert len(mv.tags["dataset_digest"]) == 64 and mv.tags["git_commit"]
+        # the model trained on what the data steps made: imported + scraped + kept synthetic
+        training, = (tmp_path / "runs").glob("*/assemble-training-data/training/manifest.json")
+        manifest = json.loads(training.read_text())
+        assert manifest["digest"] == mv.tags["dataset_digest"]
+        parts = {p["part"]: p for p in manifest["provenance"][0]["parts"]}
+        assert parts["imported"]["kept"] > 0 and parts["scraped"]["kept"] > 0
+        assert parts["synthetic"]["kept"] > 0 and parts["synthetic"]["name"].endswith(
+            "-validated")
         local = c.download_artifacts(mv.run_id, "evaluation_report.json", str(tmp_path))
         report = json.loads(Path(local).read_text())
         assert report["n"] == 20 and "ece" in report and "per_category" in report
