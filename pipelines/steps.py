@@ -281,15 +281,10 @@ def train_model(*, train_data: str | Path, model_dir: str | Path,
 
 def heldout_rows(heldout_data: str | Path) -> list[dict]:
     """The held-out rows in the dataset's order (no cap, no shuffle: a stable digest)."""
-    from shopsense.data.dataset import read_dataset
-    from shopsense.store import LocalStore
+    from shopsense.model.train import review_rows
 
-    path = Path(heldout_data).resolve()
-    manifest, reviews = read_dataset(LocalStore(path.parent), path.name)
-    return [{"text": r.text if not r.title else f"{r.title}. {r.text}", "label": r.label,
-             "category": r.product.category if r.product else None,
-             "set": r.source.name if r.source else manifest.name}
-            for r in reviews if r.label and r.text.strip()]
+    manifest, reviews, _, _ = _read_local(heldout_data)
+    return review_rows(reviews, manifest.name)
 
 
 def evaluate_model(*, model_dir: str | Path, heldout_data: str | Path,

@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Iterable, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from tqdm.auto import tqdm
 from shopsense import LABELS
 from shopsense.model.classifier import ModelConfig, Predictor, SentimentModel, tokenize
 from shopsense.model.encoders import IMAGE_DIM, TEXT_DIM, load_tokenizer
+
+if TYPE_CHECKING:
+    from shopsense.schemas import Review
 
 log = logging.getLogger(__name__)
 
@@ -108,42 +111,51 @@ def load_labelled(sets: list[str], data_dir: Path, cap: int | None, seed: int) -
     rng = random.Random(seed)
     out: list[dict] = []
     for name in sets:
-        rows = [
-            {
-                "text": r.text if not r.title else f"{r.title}. {r.text}",
-                "label": r.label,
-                "category": r.product.category if r.product else None,
-                "set": name,
-            }
-            for r in load_set(name, data_dir)
-            if r.label and r.text.strip()
-        ]
+        rows = review_rows(load_set(name, data_dir), name)
         rng.shuffle(rows)
         out.extend(rows[:cap] if cap else rows)
     rng.shuffle(out)
     return out
 
 
-def load_dataset_rows(uri: str, cap: int | None, seed: int) -> list[dict]:
-    """Labelled text records ``{text, label, category, set}`` from a dataset in the object
-    store (``file:///dir/prefix`` or ``s3://bucket/prefix``; see :mod:`shopsense.data.dataset`)."""
-    from shopsense.data.dataset import open_dataset_uri, read_dataset
-    from shopsense.settings import get_settings
-
-    manifest, reviews = read_dataset(*open_dataset_uri(uri, get_settings()))
-    rows = [
+def review_rows(reviews: Iterable[Review], set_name: str) -> list[dict]:
+    """Labelled text records ``{text, label, category, set}`` of reviews, in their order (the
+    title, when there is one, leads the text); ``set``: the review's source name, else
+    ``set_name``."""
+    return [
         {
             "text": r.text if not r.title else f"{r.title}. {r.text}",
             "label": r.label,
             "category": r.product.category if r.product else None,
-            "set": r.source.name if r.source else manifest.name,
+            "set": r.source.name if r.source else set_name,
         }
         for r in reviews
         if r.label and r.text.strip()
     ]
+
+
+def load_dataset_rows(uri: str, cap: int | None, seed: int) -> list[dict]:
+    """Labelled text records ``{text, label, category, set}`` from a dataset in the object
+    store (``file:///dir/prefix`` or ``s3://bucket/prefix``; see :mod:`shopsense.data.dataset`),
+    at most ``cap`` per source set."""
+    from shopsense.data.dataset import open_dataset_uri, read_dataset
+    from shopsense.settings import get_settings
+
+    manifest, reviews = read_dataset(*open_dataset_uri(uri, get_settings()))
+    rows = review_rows(reviews, manifest.name)
     rng = random.Random(seed)
     rng.shuffle(rows)
-    return rows[:cap] if cap else rows
+    if not cap:
+        return rows
+    # ``cap`` is per source set (the reviews' ``source.name``), as for named sets: a dataset
+    # assembled from several sources keeps some of each.
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        seen[row["set"]] = seen.get(row["set"], 0) + 1
+        if seen[row["set"]] <= cap:
+            out.append(row)
+    return out
 
 
 def load_rows(sets: list[str], datasets: list[str], data_dir: Path, cap: int | None,

@@ -66,3 +66,21 @@ def test_recipes_are_valid(tmp_path):
         assert isinstance(cfg, TrainConfig)
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe("nope", data_dir=tmp_path, output_dir=tmp_path)
+
+
+def test_dataset_rows_are_capped_per_source_set(tmp_path):
+    from shopsense.data.dataset import write_dataset
+    from shopsense.model.train import load_dataset_rows
+    from shopsense.schemas import Review, Source
+    from shopsense.store import LocalStore
+
+    reviews = [Review.make(source=Source(kind="scraped", name=name, source_id=str(i)),
+                           text=f"review {name} {i} with some words", label="positive")
+               for name, n in (("site-a", 10), ("site-b", 3)) for i in range(n)]
+    reviews.append(Review.make(source=Source(kind="scraped", name="site-a", source_id="u"),
+                               text="unlabelled, never a training row"))
+    write_dataset(LocalStore(tmp_path), "mixed", reviews, name="mixed")
+    uri = (tmp_path / "mixed").as_uri()
+    assert len(load_dataset_rows(uri, None, 0)) == 13
+    rows = load_dataset_rows(uri, 4, 0)
+    assert sorted(r["set"] for r in rows) == ["site-a"] * 4 + ["site-b"] * 3
