@@ -85,6 +85,8 @@ KIND_CLUSTER := shopsense
 GPU ?= 1
 IMAGE_TAG ?= 0.1.0
 IMAGE_PREFIX ?= ghcr.io/shopsense
+# The shared labelled sets, copied into the kind CPU worker for the pipeline's steps.
+SHARED_DATA ?= ../shared/data
 # A random MinIO password, generated once per make run (pass KIND_S3_PASSWORD=... to reuse one).
 ifndef KIND_S3_PASSWORD
 KIND_S3_PASSWORD := $(shell head -c 18 /dev/urandom | base64 | tr -d '/+=')
@@ -154,6 +156,13 @@ kind-addons:
 	$(KUBECTL) apply -k "github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=$(KFP_VERSION)"
 	$(KUBECTL) wait --for condition=established --timeout=120s crd/applications.app.k8s.io
 	$(KUBECTL) apply -k "github.com/kubeflow/pipelines/manifests/kustomize/env/platform-agnostic?ref=$(KFP_VERSION)"
+	@# the review-sentiment pipeline's settings, MinIO credentials and the shared labelled sets
+	docker exec $(KIND_CLUSTER)-worker mkdir -p /srv/shopsense-data
+	docker cp $(SHARED_DATA)/. $(KIND_CLUSTER)-worker:/srv/shopsense-data
+	$(KUBECTL) apply -f manifests/kind/pipeline.yaml
+	$(KUBECTL) -n kubeflow create secret generic shopsense-minio --from-literal=SHOPSENSE_S3_ACCESS_KEY=shopsense \
+	  --from-literal=SHOPSENSE_S3_SECRET_KEY=$(KIND_S3_PASSWORD) --from-literal=AWS_ACCESS_KEY_ID=shopsense \
+	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
 
 images:
 	docker build -f images/operator.Dockerfile -t $(IMAGE_PREFIX)/operator:$(IMAGE_TAG) .

@@ -4,9 +4,11 @@
    ``pipelines.train.distributed``), small config, median of ``--runs`` runs. The figure is
    measured inside the workers over the training steps only (model loading excluded). Two
    workers on a 2-core machine get one core each; one worker gets both.
-2. Quality on held-out real reviews (Blitzer dvd + UCI imdb, sets no recipe trains on): a model
-   trained by the pipeline's train step (demo recipe, ``--workers`` Ray workers) against the
-   core path's default model (``--core-model``, default ``models:/shopsense-sentiment@champion``)
+2. Quality on held-out real reviews (Blitzer dvd + UCI imdb, sets no recipe trains on) of the
+   models the pipeline's own steps make (demo recipe, ``--workers`` Ray workers): trained on
+   the imported sets only, and on imported + scraped (demo shop) + validated synthetic
+   ``--synth-category`` reviews (the data steps; held-out repeats removed), against the core
+   path's default model (``--core-model``, default ``models:/shopsense-sentiment@champion``)
    on the same records, through the evaluation contract's code (``shopsense.evaluate``).
 
 The load average is printed with each table: figures taken while other jobs load the CPU are
@@ -77,35 +79,63 @@ def speed(args, data_dir: Path, tmp: Path) -> None:
               f"{', '.join(f'{v:.1f}' for v in values)} |")
 
 
+def _pipeline_model(args, tmp: Path, *, data_steps: bool) -> tuple[Path, str]:
+    """A model made by the pipeline's own steps (``pipelines.steps``, what the Kubeflow
+    components call): import → [scrape → synthesize → validate → assemble] → train."""
+    from pipelines import steps
+
+    art = tmp / ("with-data-steps" if data_steps else "imported-only")
+    t0 = time.perf_counter()
+    steps.import_reviews(sets=args.train_sets.split(","), out_dir=art / "imported",
+                         max_per_set=None, seed=13, name="train")
+    train_data, note = art / "imported", "imported sets only"
+    if data_steps:
+        steps.import_reviews(sets=["blitzer-dvd", "uci-imdb"], out_dir=art / "heldout",
+                             max_per_set=None, seed=13, name="heldout")
+        scraped = steps.scrape_reviews(out_dir=art / "scraped", seeds=[],
+                                       max_pages=args.scrape_pages)
+        synth = steps.synthesize_reviews(scraped_dir=art / "scraped", out_dir=art / "synthetic",
+                                         category=args.synth_category,
+                                         per_label=args.synth_per_label, seed=13)
+        report = steps.validate_reviews(real_dirs=[art / "scraped", art / "imported"],
+                                        synthetic_dir=art / "synthetic", kept_dir=art / "kept",
+                                        rejected_dir=art / "rejected", seed=13)
+        parts = steps.assemble_training_data(
+            parts={"imported": art / "imported", "scraped": art / "scraped",
+                   "synthetic": art / "kept"},
+            heldout_dir=art / "heldout", out_dir=art / "training")["parts"]
+        train_data = art / "training"
+        note = (f"+ scraped {parts['scraped']['kept']} (of {scraped['count']}; "
+                f"{parts['scraped']['heldout_overlap']} held-out repeats dropped) + synthetic "
+                f"{args.synth_category} {parts['synthetic']['kept']} (of {synth['count']}; "
+                f"AUC {report['auc_before']} → {report['auc_after']})")
+    info = steps.train_model(train_data=train_data, model_dir=art / "model", recipe="demo",
+                             num_workers=args.workers,
+                             cpus_per_worker=max(1, (os.cpu_count() or 2) // args.workers),
+                             checkpoint_uri=(tmp / f"ckpt-{data_steps}").as_uri())
+    name = (f"pipeline, demo recipe, {args.workers} Ray workers, {note} "
+            f"({time.perf_counter() - t0:.0f} s)")
+    return art / "model" / info["bundle"], name
+
+
 def quality(args, data_dir: Path, tmp: Path) -> None:
-    from pipelines.train.config import DistributedConfig
-    from pipelines.train.distributed import train_distributed
     from shopsense import registry
     from shopsense.evaluate import evaluate_records
     from shopsense.model.classifier import Predictor
-    from shopsense.model.train import load_labelled, predict_in_batches, recipe
+    from shopsense.model.train import load_labelled, predict_in_batches
     from shopsense.settings import get_settings
 
     start_load = _load_label()
     records = load_labelled(["blitzer-dvd", "uci-imdb"], data_dir, args.heldout_per_set, 7)
+    core = registry.resolve(get_settings(), args.core_model)
+    systems = [(f"core default `{args.core_model}` (v{core.version})", core.bundle_dir)]
     if args.pipeline_model:
         resolved = registry.resolve(get_settings(), args.pipeline_model)
-        pipeline_bundle, pipeline_name = resolved.bundle_dir, args.pipeline_model
+        systems.append((args.pipeline_model, resolved.bundle_dir))
     else:
-        t0 = time.perf_counter()
-        cfg = DistributedConfig(
-            train=recipe("demo", data_dir=data_dir, output_dir=tmp / "pipeline-model",
-                         progress=False, eval_sets=[]),
-            num_workers=args.workers, cpus_per_worker=max(1, (os.cpu_count() or 2)
-                                                          // args.workers),
-            checkpoint_uri=(tmp / "ckpt").as_uri())
-        r = train_distributed(cfg, evaluate=False)
-        pipeline_bundle = r.bundle_dir
-        pipeline_name = (f"pipeline train step, demo recipe, {args.workers} Ray workers "
-                         f"({time.perf_counter() - t0:.0f} s)")
-    core = registry.resolve(get_settings(), args.core_model)
-    systems = [(f"core default `{args.core_model}` (v{core.version})", core.bundle_dir),
-               (pipeline_name, pipeline_bundle)]
+        for data_steps in (False, True):
+            bundle, name = _pipeline_model(args, tmp, data_steps=data_steps)
+            systems.append((name, bundle))
     print(f"\n### Quality on held-out real reviews\n\n{start_load} at the start.\n")
     print("| held-out set | system | n | accuracy | macro-F1 |")
     print("|---|---|---|---|---|")
@@ -130,8 +160,15 @@ def main() -> None:
     ap.add_argument("--core-model", default="models:/shopsense-sentiment@champion")
     ap.add_argument("--pipeline-model", default=None,
                     help="a registered pipeline model (models:/…); default: train one")
+    ap.add_argument("--train-sets", default="blitzer-books,blitzer-electronics,uci-amazon,huliu")
+    ap.add_argument("--scrape-pages", type=int, default=200)
+    ap.add_argument("--synth-category", default="dvd")
+    ap.add_argument("--synth-per-label", type=int, default=150)
     ap.add_argument("--skip", choices=("speed", "quality"), default=None)
     args = ap.parse_args()
+    # the scraping agent's state and datasets go to a throw-away store, not the user's
+    store_dir = Path(tempfile.mkdtemp(prefix="shopsense-train-speed-store-"))
+    os.environ.setdefault("SHOPSENSE_STORE_URI", store_dir.as_uri())
     from shopsense.settings import get_settings
 
     data_dir = get_settings().data_dir

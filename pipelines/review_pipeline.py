@@ -44,25 +44,38 @@ PIPELINE_NAME = "review-sentiment"
 MANIFEST = Path(__file__).resolve().parents[1] / "manifests" / "pipelines" / (
     PIPELINE_NAME + ".yaml")
 
-# The GPU node pool: what the cluster's GPU nodes carry (see charts/ for the node pool).
+# The GPU node pool: the label kind-config.yaml puts on the GPU node and the chart's
+# gpuPool.nodeSelector uses (a test keeps the three in step).
 GPU_ACCELERATOR = "nvidia.com/gpu"
-GPU_NODE_SELECTOR = ("shopsense.io/pool", "gpu")
+GPU_NODE_SELECTOR = ("shopsense.io/gpu-pool", "true")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-# Kubernetes Secrets (name -> {secret key: environment variable}).
-MINIO_SECRET = ("shopsense-minio", {"endpoint": "SHOPSENSE_S3_ENDPOINT",
-                                    "access_key": "SHOPSENSE_S3_ACCESS_KEY",
-                                    "secret_key": "SHOPSENSE_S3_SECRET_KEY"})
-MLFLOW_SECRET = ("shopsense-mlflow", {"tracking_uri": "SHOPSENSE_MLFLOW_TRACKING_URI",
-                                      "username": "MLFLOW_TRACKING_USERNAME",
-                                      "password": "MLFLOW_TRACKING_PASSWORD"})
-
+# Kubernetes Secrets (name -> {secret key: environment variable}), as `make kind-addons`
+# creates them in the pipeline namespace (the same keys the chart's Secrets hold). MLflow's is
+# optional: an MLflow without authentication needs none.
+MINIO_SECRET = ("shopsense-minio", {k: k for k in (
+    "SHOPSENSE_S3_ACCESS_KEY", "SHOPSENSE_S3_SECRET_KEY",  # the store (datasets, checkpoints)
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})  # MLflow's artifact uploads (boto3)
+MLFLOW_SECRET = ("shopsense-mlflow", {k: k for k in (
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
+# Non-secret settings of every step in a cluster (store, MLflow, MinIO endpoints), from a
+# ConfigMap (manifests/kind/pipeline.yaml). kfp.local ignores it: local runs keep local defaults.
+CONFIG_MAP = ("shopsense-pipeline", ("SHOPSENSE_S3_ENDPOINT", "SHOPSENSE_STORE_URI",
+                                     "SHOPSENSE_MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL"))
 # The shared labelled sets, read-only, where the step image looks for them (SHOPSENSE_DATA_DIR).
 DATA_PVC = ("shopsense-data", "/data")
 
 
-def _secret(task, secret: tuple[str, dict[str, str]]):
+def _secret(task, secret: tuple[str, dict[str, str]], optional: bool = False):
     name, keys = secret
-    return kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys)
+    return kubernetes.use_secret_as_env(task, secret_name=name, secret_key_to_env=keys,
+                                        optional=optional)
+
+
+def _settings(task):
+    """Every step: the cluster's settings from the ConfigMap (kfp-kubernetes)."""
+    name, keys = CONFIG_MAP
+    return kubernetes.use_config_map_as_env(task, config_map_name=name,
+                                            config_map_key_to_env={k: k for k in keys})
 
 
 def _with_data(task):
@@ -167,7 +180,9 @@ def review_sentiment(
                                 floor_macro_f1=floor_macro_f1, floor_accuracy=floor_accuracy,
                                 max_ece=max_ece)
     register.set_retry(num_retries=3, backoff_duration="15s")  # the MLflow server may blip
-    _secret(_secret(register, MLFLOW_SECRET), MINIO_SECRET)
+    _secret(_secret(register, MLFLOW_SECRET, optional=True), MINIO_SECRET)
+    for task in (data, scrape, synth, validate, assemble, train, evaluate, register):
+        _settings(task)
     outputs = NamedTuple("Outputs", version=str, champion=bool, reason=str)
     return outputs(register.outputs["version"], register.outputs["champion"],
                    register.outputs["reason"])

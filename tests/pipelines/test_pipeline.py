@@ -16,6 +16,33 @@ def _docs(path):
     return list(yaml.safe_load_all(path.read_text()))
 
 
+def test_the_cluster_provides_what_the_steps_read():
+    """kind-addons creates, in the pipeline namespace, the ConfigMap, the Secret keys and the
+    data volume the compiled steps refer to."""
+    from pipelines.review_pipeline import CONFIG_MAP, DATA_PVC, MINIO_SECRET
+
+    root = MANIFEST.parents[2]
+    docs = {d["kind"]: d for d in _docs(root / "manifests" / "kind" / "pipeline.yaml")}
+    assert docs["ConfigMap"]["metadata"] == {"name": CONFIG_MAP[0], "namespace": "kubeflow"}
+    assert set(docs["ConfigMap"]["data"]) == set(CONFIG_MAP[1])
+    assert docs["PersistentVolumeClaim"]["metadata"]["name"] == DATA_PVC[0]
+    assert docs["PersistentVolumeClaim"]["spec"]["volumeName"] == docs["PersistentVolume"][
+        "metadata"]["name"]
+    node = docs["PersistentVolume"]["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0][
+        "matchExpressions"][0]["values"]
+    kind = yaml.safe_load((root / "kind-config.yaml").read_text())
+    assert node == [f"{kind['name']}-worker"]  # the CPU worker (kind names workers in order)
+    assert kind["nodes"][1]["labels"]["shopsense.io/pool"] == "cpu"
+    make = (root / "Makefile").read_text()
+    line = next(ln for ln in make.splitlines() if "-n kubeflow create secret" in ln)
+    block = make[make.index(line):make.index("| $(KUBECTL) apply -f -", make.index(line))]
+    assert f"generic {MINIO_SECRET[0]} " in block
+    for key in MINIO_SECRET[1]:
+        assert f"--from-literal={key}=" in block, key
+    assert "docker cp $(SHARED_DATA)/. $(KIND_CLUSTER)-worker:/srv/shopsense-data" in make
+    assert docs["PersistentVolume"]["spec"]["local"]["path"] == "/srv/shopsense-data"
+
+
 def test_committed_pipeline_yaml_is_not_stale(tmp_path):
     fresh = compile_pipeline(tmp_path / "review-sentiment.yaml")
     assert MANIFEST.is_file(), "run `shopsense pipeline compile` and commit the YAML"
@@ -59,11 +86,14 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     assert train_ex["resources"]["accelerator"]["resourceCount"] == "1"
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     for ex in ("exec-train-model", "exec-evaluate-model"):
-        assert k8s[ex]["nodeSelector"]["labels"] == {"shopsense.io/pool": "gpu"}
+        assert k8s[ex]["nodeSelector"]["labels"] == {"shopsense.io/gpu-pool": "true"}
         assert k8s[ex]["tolerations"][0]["key"] == "nvidia.com/gpu"
     # credentials from Secrets
-    secrets = {s["secretName"] for s in k8s["exec-register-model"]["secretAsEnv"]}
-    assert secrets == {"shopsense-minio", "shopsense-mlflow"}
+    secrets = {s["secretName"]: s for s in k8s["exec-register-model"]["secretAsEnv"]}
+    assert set(secrets) == {"shopsense-minio", "shopsense-mlflow"}
+    assert secrets["shopsense-mlflow"]["optional"] is True  # MLflow without auth needs none
+    for ex in k8s.values():  # every step reads the cluster's settings
+        assert ex["configMapAsEnv"][0]["configMapName"] == "shopsense-pipeline"
     assert k8s["exec-train-model"]["secretAsEnv"][0]["secretName"] == "shopsense-minio"
     assert k8s["exec-scrape-reviews"]["secretAsEnv"][0]["secretName"] == "shopsense-minio"
     # the shared labelled sets, mounted where the step image looks for them
@@ -75,6 +105,15 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     for task in ("import-reviews", "scrape-reviews", "synthesize-reviews", "train-model",
                  "register-model"):
         assert dag[task]["retryPolicy"]["maxRetryCount"] >= 2
+    # ... the labels of kind's GPU node and the chart's GPU pool
+    root = MANIFEST.parents[2]
+    kind = yaml.safe_load((root / "kind-config.yaml").read_text())
+    assert any(n.get("labels", {}).get("shopsense.io/gpu-pool") == "true"
+               for n in kind["nodes"])
+    chart = yaml.safe_load((root / "charts" / "shopsense" / "values.yaml").read_text())
+    assert chart["gpuPool"]["nodeSelector"] == {"shopsense.io/gpu-pool": "true"}
+    assert chart["gpuPool"]["tolerations"][0]["key"] == k8s["exec-train-model"][
+        "tolerations"][0]["key"]
     # the step image is the one `make images` builds and loads into kind
     make = (MANIFEST.parents[2] / "Makefile").read_text()
     image = {ex["container"]["image"] for ex in spec["deploymentSpec"]["executors"].values()}
