@@ -63,8 +63,7 @@ def run_local(arguments: dict, *, pipeline_root: Path) -> dict:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
     task = review_sentiment(**arguments)
-    return {"version": task.outputs["version"], "champion": task.outputs["champion"],
-            "reason": task.outputs["reason"]}
+    return {k: task.outputs[k] for k in ("model", "version", "champion", "reason")}
 
 
 @pipeline_app.command("compile")
@@ -97,7 +96,7 @@ def run_cmd(
         typer.echo(json.dumps(out))
     else:
         state = "is now champion" if out["champion"] else "did not become champion"
-        typer.echo(f"registered {s.model_name} v{out['version']} (alias challenger); it "
+        typer.echo(f"registered {out['model']} v{out['version']} (alias challenger); it "
                    f"{state}: {out['reason']}")
 
 

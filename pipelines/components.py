@@ -195,7 +195,7 @@ def register_model(
     floor_macro_f1: float,
     floor_accuracy: float,
     max_ece: float,
-) -> NamedTuple("Registration", version=str, champion=bool, reason=str):
+) -> NamedTuple("Registration", model=str, version=str, champion=bool, reason=str):
     """Register a version (alias challenger); move champion only past margin and floors."""
     from collections import namedtuple
 
@@ -207,5 +207,5 @@ def register_model(
               ceilings={"eval_ece": max_ece} if max_ece > 0 else {})
     print(f"registered {out['name']} v{out['version']}: "
           f"{'champion' if out['promote'] else 'not champion'} ({out['reason']})")
-    return namedtuple("Registration", ["version", "champion", "reason"])(
-        out["version"], bool(out["promote"]), out["reason"])
+    return namedtuple("Registration", ["model", "version", "champion", "reason"])(
+        out["name"], out["version"], bool(out["promote"]), out["reason"])

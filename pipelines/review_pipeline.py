@@ -124,7 +124,7 @@ def review_sentiment(
     validate_min_keep: float = 0.5,
     validate_features: str = "embedding",
     llm_base_url: str = "",
-) -> NamedTuple("Outputs", version=str, champion=bool, reason=str):
+) -> NamedTuple("Outputs", model=str, version=str, champion=bool, reason=str):
     data = c.import_reviews(train_sets=train_sets, heldout_sets=heldout_sets,
                             max_train_per_set=max_train_per_set,
                             max_heldout_per_set=max_heldout_per_set, seed=seed)
@@ -183,9 +183,9 @@ def review_sentiment(
     _secret(_secret(register, MLFLOW_SECRET, optional=True), MINIO_SECRET)
     for task in (data, scrape, synth, validate, assemble, train, evaluate, register):
         _settings(task)
-    outputs = NamedTuple("Outputs", version=str, champion=bool, reason=str)
-    return outputs(register.outputs["version"], register.outputs["champion"],
-                   register.outputs["reason"])
+    outputs = NamedTuple("Outputs", model=str, version=str, champion=bool, reason=str)
+    return outputs(register.outputs["model"], register.outputs["version"],
+                   register.outputs["champion"], register.outputs["reason"])
 
 
 def compile_pipeline(path: Path = MANIFEST) -> Path:

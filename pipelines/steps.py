@@ -287,26 +287,29 @@ def heldout_rows(heldout_data: str | Path) -> list[dict]:
     return review_rows(reviews, manifest.name)
 
 
+def _score(model_kind: str, bundle: Path, rows: list[dict]) -> dict[str, Any]:
+    """The evaluation report of a compact or LLaVA bundle on held-out rows."""
+    from shopsense.model.train import evaluate_held_out, evaluation_report
+
+    if model_kind == "llava":
+        from pipelines.train.llava import bundle_predictor
+
+        return evaluation_report(rows, bundle_predictor(bundle)([r["text"] for r in rows]))
+    from shopsense.model.classifier import Predictor
+
+    return evaluate_held_out(Predictor.from_bundle(bundle), rows)
+
+
 def evaluate_model(*, model_dir: str | Path, heldout_data: str | Path,
                    report_path: str | Path) -> dict[str, Any]:
     """The evaluation report (accuracy, macro-F1, per label, per category, ECE) of the model
     on the held-out dataset, written as JSON to ``report_path``."""
-    from shopsense.model.classifier import Predictor
-    from shopsense.model.train import evaluate_held_out
     from shopsense.registry import eval_digest
 
     model_dir = Path(model_dir)
     info = json.loads((model_dir / TRAIN_JSON).read_text())
     rows = heldout_rows(heldout_data)
-    if info["model_kind"] == "llava":
-        from pipelines.train.llava import load_bundle, predict_proba
-        from shopsense.model.train import evaluation_report
-
-        model, processor, opts = load_bundle(model_dir / info["bundle"])
-        report = evaluation_report(rows, predict_proba(model, processor, opts,
-                                                       [r["text"] for r in rows]))
-    else:
-        report = evaluate_held_out(Predictor.from_bundle(model_dir / info["bundle"]), rows)
+    report = _score(info["model_kind"], model_dir / info["bundle"], rows)
     report["eval_digest"] = eval_digest(rows)
     report["model_kind"] = info["model_kind"]
     Path(report_path).write_text(json.dumps(report, indent=2))
@@ -318,23 +321,28 @@ def register_model(*, model_dir: str | Path, report_path: str | Path,
                    floors: dict[str, float] | None = None,
                    ceilings: dict[str, float] | None = None) -> dict[str, Any]:
     """Log the run to MLflow, register a version (alias ``challenger``) and move ``champion``
-    when the promotion policy allows it; the decision is tagged on the version."""
+    when the promotion policy allows it; the decision is tagged on the version.
+
+    A compact model becomes a version of ``shopsense-sentiment`` (what the torch backend
+    serves); a LLaVA model a version of ``shopsense-sentiment-llava`` (its LoRA adapter and
+    processor, with a pyfunc of the same input and output), under the same gate against that
+    model's own champion."""
     from shopsense import registry
-    from shopsense.model.classifier import Predictor
-    from shopsense.model.train import evaluate_held_out
     from shopsense.settings import get_settings
 
     model_dir = Path(model_dir)
     info = json.loads((model_dir / TRAIN_JSON).read_text())
-    if info["model_kind"] != "compact":
-        raise ValueError(
-            f"{info['model_kind']} models are not registered as shopsense-sentiment (its "
-            "pyfunc serves the compact model); LLaVA adapters are served by the vLLM backend")
+    settings, python_model = get_settings(), None
+    if info["model_kind"] == "llava":
+        from pipelines.train.llava import LlavaPyfunc
+
+        settings = settings.model_copy(update={"model_name": settings.model_name + "-llava"})
+        python_model = LlavaPyfunc()
     report = json.loads(Path(report_path).read_text())
     rows = heldout_rows(heldout_data)
 
     def rescore(bundle: Path) -> dict:
-        return evaluate_held_out(Predictor.from_bundle(bundle), rows)
+        return _score(info["model_kind"], bundle, rows)
 
     metrics = {**{k: float(v) for k, v in info["metrics"].items()
                   if isinstance(v, (int, float)) and not k.startswith("eval_")},
@@ -345,11 +353,11 @@ def register_model(*, model_dir: str | Path, report_path: str | Path,
     policy = registry.PromotionPolicy(margin=margin, floors=floors or {},
                                       ceilings=ceilings or {})
     out = registry.log_and_register(
-        get_settings(), bundle_dir=model_dir / info["bundle"], params=info["params"],
+        settings, bundle_dir=model_dir / info["bundle"], params=info["params"],
         metrics=metrics, evaluation=report, eval_records=rows, champion_scorer=rescore,
         experiment="shopsense-pipeline", tags={"recipe": info["recipe"], "pipeline":
                                                "review-sentiment", "ray_run": info["run_name"]},
         policy=policy, challenger=True, dataset_digest=info["dataset_digest"],
-        artifacts={"evaluation_report.json": report})
+        artifacts={"evaluation_report.json": report}, python_model=python_model)
     return {k: out[k] for k in ("name", "version", "promote", "reason", "previous",
                                 "eval_digest", "git_commit")}

@@ -165,14 +165,17 @@ def log_and_register(
     challenger: bool = False,
     dataset_digest: str | None = None,
     artifacts: dict[str, dict] | None = None,
+    python_model: Any = None,
 ) -> dict[str, Any]:
-    """Log a run, register a model version, and move ``champion`` if it wins.
+    """Log a run, register a model version of ``settings.model_name``, and move ``champion``
+    if it wins.
 
     ``champion_scorer(bundle_dir) -> evaluation`` re-scores the current champion when its
     recorded evaluation was made on different held-out data. ``policy`` sets the margin and
     floors (default: strictly better, no floors). ``challenger`` points alias ``challenger`` at
     the new version. ``dataset_digest`` (the training data's) is tagged on run and version
-    with the source commit; ``artifacts`` are extra JSON files (name -> object) on the run.
+    with the source commit; ``artifacts`` are extra JSON files (name -> object) on the run;
+    ``python_model``: the pyfunc that loads the bundle (default: the compact model's).
     """
     import mlflow
 
@@ -194,7 +197,7 @@ def log_and_register(
             mlflow.log_dict(obj, fname)
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=SentimentPyfunc(),
+            python_model=python_model or SentimentPyfunc(),
             artifacts={"bundle": str(bundle_dir)},
             signature=_signature(),
             pip_requirements=["shopsense"],

@@ -29,6 +29,7 @@ import torch
 
 from pipelines.train.config import DistributedConfig, LlavaOptions
 from shopsense import LABELS
+from shopsense.model.pyfunc import SentimentPyfunc
 
 IMAGE_TOKEN = "<image>"
 _BUNDLE_META = "llava_bundle.json"
@@ -278,3 +279,17 @@ def evaluate_llava_bundle(config: DistributedConfig, bundle_dir: Path) -> tuple[
     model, processor, opts = load_bundle(bundle_dir)
     proba = predict_proba(model, processor, opts, [r["text"] for r in rows])
     return evaluation_report(rows, proba), rows
+
+
+def bundle_predictor(bundle_dir: Path):
+    """``predict_proba(texts, images)`` of a LLaVA bundle (the compact Predictor's shape)."""
+    model, processor, opts = load_bundle(bundle_dir)
+    return lambda texts, images=None: predict_proba(model, processor, opts, list(texts), images)
+
+
+class LlavaPyfunc(SentimentPyfunc):
+    """The MLflow pyfunc of a LLaVA bundle: the same input and output as the compact model's."""
+
+    def load_context(self, context) -> None:
+        self.labels = list(LABELS)
+        self.predict_proba = bundle_predictor(Path(context.artifacts["bundle"]))

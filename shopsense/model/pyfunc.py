@@ -10,10 +10,14 @@ import mlflow.pyfunc
 
 
 class SentimentPyfunc(mlflow.pyfunc.PythonModel):
+    """The compact model's bundle. Subclasses for other bundle formats override
+    :meth:`load_context` to set ``labels`` and ``predict_proba(texts, images) -> ndarray``."""
+
     def load_context(self, context) -> None:
         from shopsense.model.classifier import Predictor
 
-        self.predictor = Predictor.from_bundle(context.artifacts["bundle"])
+        predictor = Predictor.from_bundle(context.artifacts["bundle"])
+        self.labels, self.predict_proba = predictor.labels, predictor.predict_proba
 
     def predict(self, context, model_input, params=None):  # noqa: ARG002
         import base64
@@ -31,8 +35,8 @@ class SentimentPyfunc(mlflow.pyfunc.PythonModel):
                 else None
                 for v in model_input["image"]
             ]
-        proba = self.predictor.predict_proba(texts, images)
-        labels = self.predictor.labels
+        proba = self.predict_proba(texts, images)
+        labels = self.labels
         out = pd.DataFrame({f"score_{lbl}": proba[:, i] for i, lbl in enumerate(labels)})
         out.insert(0, "label", [labels[i] for i in proba.argmax(axis=1)])
         return out

@@ -141,7 +141,8 @@ def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch):
             "demo_base_port": _free_base_port()}
     try:
         out = run_local(args, pipeline_root=tmp_path / "runs")
-        assert out == {"version": "1", "champion": True, "reason": "no champion yet"}
+        assert out == {"model": "shopsense-sentiment", "version": "1", "champion": True,
+                       "reason": "no champion yet"}
         s = Settings()
         c = registry.client(s)
         mv = c.get_model_version(s.model_name, "1")

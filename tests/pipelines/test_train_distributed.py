@@ -95,6 +95,67 @@ def test_tiny_llava_next_trains_as_a_generative_classifier(ray_local, data_dir, 
                                 [img, None])
     assert proba.shape == (2, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
 
+    # The pipeline's evaluate and register steps take it: a version of
+    # shopsense-sentiment-llava (not of the compact model's name), loadable as a pyfunc.
+    _register_llava_through_the_pipeline_steps(bundle, result, tmp_path, data_dir, img)
+
+
+def _register_llava_through_the_pipeline_steps(bundle, result, tmp_path, data_dir, img):
+    import base64
+    import io
+
+    import mlflow
+    import pandas as pd
+
+    from pipelines import steps
+    from shopsense import registry
+    from shopsense.settings import Settings, get_settings
+
+    model_dir = tmp_path / "llava-model"
+    model_dir.mkdir()
+    (model_dir / steps.TRAIN_JSON).write_text(json.dumps({
+        "model_kind": "llava", "recipe": "tiny", "bundle": str(bundle),
+        "params": result.params, "metrics": result.metrics, "dataset_digest": "0" * 64,
+        "run_name": result.run_name}))
+    old = {k: os.environ.get(k) for k in ("SHOPSENSE_HOME", "SHOPSENSE_DATA_DIR",
+                                          "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI")}
+    old_tracking = mlflow.get_tracking_uri()
+    os.environ.update(SHOPSENSE_HOME=str(tmp_path / "home"), SHOPSENSE_DATA_DIR=str(data_dir))
+    get_settings.cache_clear()
+    try:
+        steps.import_reviews(sets=["uci-imdb"], out_dir=tmp_path / "heldout", max_per_set=12,
+                             seed=1, name="heldout")
+        report = steps.evaluate_model(model_dir=model_dir, heldout_data=tmp_path / "heldout",
+                                      report_path=tmp_path / "report.json")
+        assert report["n"] == 12 and report["model_kind"] == "llava"
+        out = steps.register_model(model_dir=model_dir, report_path=tmp_path / "report.json",
+                                   heldout_data=tmp_path / "heldout")
+        assert (out["name"], out["version"], out["promote"]) == (
+            "shopsense-sentiment-llava", "1", True)
+        s = Settings()
+        c = registry.client(s)
+        assert {m.name for m in c.search_registered_models()} == {"shopsense-sentiment-llava"}
+        aliases = c.get_registered_model("shopsense-sentiment-llava").aliases
+        assert {str(v) for v in aliases.values()} == {"1"}
+        mlflow.set_tracking_uri(s.tracking_uri())
+        model = mlflow.pyfunc.load_model("models:/shopsense-sentiment-llava/1")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        answer = model.predict(pd.DataFrame({"text": ["arrived like this", "great"],
+                                             "image": [base64.b64encode(buf.getvalue()).decode(),
+                                                       None]}))
+        assert list(answer.columns) == ["label", "score_negative", "score_neutral",
+                                        "score_positive"]
+        assert set(answer["label"]) <= {"negative", "neutral", "positive"}
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        mlflow.set_tracking_uri(old_tracking)
+        get_settings.cache_clear()
+
 
 def test_s3_checkpoint_storage_uses_the_minio_settings(tmp_path):
     pytest.importorskip("moto")
