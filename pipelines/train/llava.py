@@ -30,6 +30,7 @@ import torch
 from pipelines.train.config import DistributedConfig, LlavaOptions
 from shopsense import LABELS
 from shopsense.model.pyfunc import SentimentPyfunc
+from shopsense.model.train import ResumableState
 
 IMAGE_TOKEN = "<image>"
 _BUNDLE_META = "llava_bundle.json"
@@ -118,7 +119,7 @@ def label_logits(model, enc: dict[str, torch.Tensor], label_ids: list[int]) -> t
     return out.logits[:, -1, :][:, label_ids].float()
 
 
-class LlavaTask:
+class LlavaTask(ResumableState):
     """LLaVA in the distributed loop: the core recipe's data, photo pool and sample plan
     (:func:`shopsense.model.train.sample_plan`), LoRA on the language model's attention."""
 
@@ -201,27 +202,6 @@ class LlavaTask:
     def record(self, loss: float, samples: int) -> None:
         self.seen += samples
         self.losses.append(loss)
-
-    def state_dict(self) -> dict:
-        return {
-            "trainable": {n: p.detach().cpu().clone() for n, p in self.model.named_parameters()
-                          if p.requires_grad},
-            "optim": self.optim.state_dict(), "step": self.step, "seen": self.seen,
-            "losses": list(self.losses), "rng": self.rng.getstate(),
-            "torch_rng": torch.get_rng_state(), "samples": list(self.samples),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                params[name].copy_(value.to(params[name].device))
-        self.optim.load_state_dict(state["optim"])
-        self.step, self.seen = int(state["step"]), int(state["seen"])
-        self.losses = list(state["losses"])
-        self.rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.samples = list(state["samples"])
 
     def save_bundle(self, out_dir: Path) -> Path:
         """``adapter/`` (LoRA + projector) and ``processor/``; a tiny model also stores its

@@ -217,7 +217,45 @@ def sample_plan(rows: list[dict], pool_by_label: dict[str, list[int]], n_image_o
     return samples
 
 
-class TrainSession:
+class ResumableState:
+    """What a checkpoint holds of a training session, and how it is restored: the trainable
+    parameters, the optimiser, the counters, the loss history and the random generators.
+    The session provides ``model``, ``optim``, ``step``, ``seen``, ``losses``, ``rng`` and
+    ``samples``."""
+
+    model: torch.nn.Module
+    optim: torch.optim.Optimizer
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().clone() for n, p in self.model.named_parameters()
+                if p.requires_grad}
+
+    def state_dict(self) -> dict:
+        return {
+            "trainable": self.trainable_state(),
+            "optim": self.optim.state_dict(),
+            "step": self.step,
+            "seen": self.seen,
+            "losses": list(self.losses),
+            "rng": self.rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "samples": list(self.samples),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value.to(params[name].device))
+        self.optim.load_state_dict(state["optim"])
+        self.step, self.seen = int(state["step"]), int(state["seen"])
+        self.losses = list(state["losses"])
+        self.rng.setstate(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.samples = list(state["samples"])
+
+
+class TrainSession(ResumableState):
     """One training process: data, model, optimiser, schedule and the sample plan.
 
     :func:`train` drives it in one process. ``pipelines/train`` drives the same object in each
@@ -345,34 +383,6 @@ class TrainSession:
         self.losses.append(loss)
 
     # -- checkpoints --------------------------------------------------------------------------
-    def trainable_state(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.model.named_parameters()
-                if p.requires_grad}
-
-    def state_dict(self) -> dict:
-        return {
-            "trainable": self.trainable_state(),
-            "optim": self.optim.state_dict(),
-            "step": self.step,
-            "seen": self.seen,
-            "losses": list(self.losses),
-            "rng": self.rng.getstate(),
-            "torch_rng": torch.get_rng_state(),
-            "samples": list(self.samples),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            for name, value in state["trainable"].items():
-                params[name].copy_(value)
-        self.optim.load_state_dict(state["optim"])
-        self.step, self.seen = int(state["step"]), int(state["seen"])
-        self.losses = list(state["losses"])
-        self.rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.samples = list(state["samples"])
-
     def save_bundle(self, out_dir: Path) -> Path:
         self.model.save_bundle(Path(out_dir),
                                extra={"train": self.config.model_dump(mode="json")})
