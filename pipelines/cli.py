@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -39,16 +40,52 @@ LOCAL_ARGUMENTS: dict = {
 }
 
 
+_CHOICES = {"model_kind": ("compact", "llava"), "validate_features": ("embedding", "style")}
+
+
+class PipelineFailed(Exception):
+    """A step of a local run failed (its log is above)."""
+
+
 def _arguments(pairs: list[str], base: dict) -> dict:
+    """``KEY=VALUE`` pairs over ``base``, each checked against the pipeline's parameters and
+    converted to the parameter's type; a mistake is a one-line ``BadParameter``."""
+    from pipelines.review_pipeline import review_sentiment
+    from shopsense.data.loaders import SET_NAMES
+    from shopsense.model.train import RECIPES
+
+    inputs = review_sentiment.component_spec.inputs
     out = dict(base)
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, raw = pair.partition("=")
         if not sep:
             raise typer.BadParameter(f"--arg wants KEY=VALUE, got {pair!r}")
+        if key not in inputs:
+            raise typer.BadParameter(f"unknown pipeline argument {key!r}; known: "
+                                     f"{', '.join(sorted(inputs))}")
+        kind = inputs[key].type
         try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+            if kind == "Integer":
+                out[key] = int(raw)
+            elif kind == "Float":
+                out[key] = float(raw)
+            elif kind == "Boolean":
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[key] = raw.lower() in ("true", "1")
+            else:
+                out[key] = raw
+        except ValueError:
+            raise typer.BadParameter(f"{key} wants {kind.lower()}, got {raw!r}") from None
+    for key, allowed in {**_CHOICES, "recipe": tuple(RECIPES)}.items():
+        if key in out and out[key] not in allowed:
+            raise typer.BadParameter(f"{key} must be one of {', '.join(allowed)}, "
+                                     f"got {out[key]!r}")
+    for key in ("train_sets", "heldout_sets"):
+        unknown = [x for x in str(out.get(key, "")).split(",") if x and x not in SET_NAMES]
+        if unknown:
+            raise typer.BadParameter(f"{key}: unknown set {', '.join(unknown)}; known: "
+                                     f"{', '.join(SET_NAMES)}")
     return out
 
 
@@ -62,7 +99,10 @@ def run_local(arguments: dict, *, pipeline_root: Path) -> dict:
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    task = review_sentiment(**arguments)
+    try:
+        task = review_sentiment(**arguments)
+    except RuntimeError as exc:  # kfp.local: "Pipeline … finished with status FAILURE. …"
+        raise PipelineFailed(re.sub(r"\x1b\[[0-9;]*m", "", str(exc))) from None
     return {k: task.outputs[k] for k in ("model", "version", "champion", "reason")}
 
 
@@ -90,8 +130,12 @@ def run_cmd(
     from shopsense.settings import get_settings
 
     s = get_settings()
-    out = run_local(_arguments(arg, LOCAL_ARGUMENTS),
-                    pipeline_root=root or s.resolved_home() / "pipeline-runs")
+    try:
+        out = run_local(_arguments(arg, LOCAL_ARGUMENTS),
+                        pipeline_root=root or s.resolved_home() / "pipeline-runs")
+    except PipelineFailed as exc:
+        typer.echo(f"error: {exc} (its log is above)", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(out))
     else:

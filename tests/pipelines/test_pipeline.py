@@ -191,3 +191,65 @@ def test_submit_creates_an_experiment_and_a_run_on_a_kfp_server(tmp_path):
         # a second submission reuses the experiment (found by its display name)
         res = CliRunner().invoke(app, ["pipeline", "submit", "--host", url])
         assert res.exit_code == 0 and len(stub.experiments) == 1 and len(stub.runs) == 2
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("nonsense=1", "unknown pipeline argument 'nonsense'"),
+    ("epochs=abc", "epochs wants float, got 'abc'"),
+    ("num_workers=2.5", "num_workers wants integer"),
+    ("use_gpu=maybe", "use_gpu wants boolean"),
+    ("model_kind=bert", "model_kind must be one of compact, llava"),
+    ("recipe=huge", "recipe must be one of"),
+    ("train_sets=uci-amazon,no-such-set", "train_sets: unknown set no-such-set"),
+    ("noequals", "--arg wants KEY=VALUE"),
+])
+def test_bad_pipeline_arguments_are_one_clear_error_before_anything_runs(tmp_path, arg,
+                                                                        message):
+    from typer.testing import CliRunner
+
+    from shopsense.cli import _load_plugins, app
+
+    _load_plugins()
+    for command in (["pipeline", "run", "--root", str(tmp_path / "runs")],
+                    ["pipeline", "submit", "--host", "http://127.0.0.1:9"]):
+        res = CliRunner().invoke(app, [*command, "--arg", arg])
+        assert res.exit_code == 2, res.output
+        assert message in " ".join(res.output.replace("│", " ").split()), res.output
+        assert "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_arguments_take_the_parameters_types():
+    from pipelines.cli import LOCAL_ARGUMENTS, _arguments
+
+    out = _arguments(["epochs=3", "use_gpu=true", "train_sets=huliu", "scrape_seeds=",
+                      "margin=0"], LOCAL_ARGUMENTS)
+    assert out["epochs"] == 3.0 and isinstance(out["epochs"], float)
+    assert out["use_gpu"] is True and out["train_sets"] == "huliu" and out["scrape_seeds"] == ""
+    assert out["max_train_per_set"] == LOCAL_ARGUMENTS["max_train_per_set"]
+
+
+@pytest.mark.slow
+def test_a_failing_step_ends_the_local_run_with_one_line(data_dir, tmp_path, monkeypatch):
+    from pipelines.cli import LOCAL_ARGUMENTS, PipelineFailed, run_local
+    from shopsense.settings import get_settings
+
+    monkeypatch.setenv("SHOPSENSE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SHOPSENSE_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    # the CLI refuses this value; the validate step (no retries) fails on it
+    args = {**LOCAL_ARGUMENTS, "train_sets": "huliu", "heldout_sets": "uci-imdb",
+            "max_train_per_set": 10, "max_heldout_per_set": 10, "scrape_max_pages": 10,
+            "synth_per_label": 3, "validate_features": "bogus",
+            "demo_base_port": _free_base_port()}
+    try:
+        with pytest.raises(PipelineFailed) as err:
+            run_local(args, pipeline_root=tmp_path / "runs")
+    finally:
+        get_settings.cache_clear()
+    msg = str(err.value)
+    assert "FAILURE" in msg and "'validate-reviews'" in msg and "\x1b" not in msg
+    assert "\n" not in msg
+    # nothing was trained or registered
+    assert not list((tmp_path / "runs").glob("*/train-model"))
+    assert not (tmp_path / "home" / "mlflow.db").exists()
