@@ -5,10 +5,9 @@ without held-out leakage."""
 
 from __future__ import annotations
 
-import http.server
 import io
+import os
 import socket
-import threading
 
 import pytest
 from PIL import Image
@@ -19,6 +18,7 @@ from shopsense.data.loaders import load_set
 from shopsense.schemas import ImageRef, Product, Review, Source
 from shopsense.settings import get_settings
 from shopsense.store import LocalStore
+from tests.pushgateway import pushgateway
 
 
 @pytest.fixture()
@@ -118,31 +118,16 @@ def test_validate_step_uses_every_real_dataset_and_pushes_its_figures(isolated, 
             for i, r in enumerate(load_set("blitzer-books", data_dir)[:30])]
     write_dataset(store, "synthetic", syn, name="synthetic-dvd")
 
-    pushed: dict[str, bytes] = {}
-
-    class Gateway(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self):
-            pushed[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        import os
-
-        os.environ["SHOPSENSE_PUSHGATEWAY_URL"] = f"127.0.0.1:{srv.server_address[1]}"
+    with pushgateway() as (address, pushed):
+        os.environ["SHOPSENSE_PUSHGATEWAY_URL"] = address
         get_settings.cache_clear()
-        out = steps.validate_reviews(real_dirs=[root / "scraped", root / "imported"],
-                                     synthetic_dir=root / "synthetic", kept_dir=root / "kept",
-                                     rejected_dir=root / "rejected", text_features="style",
-                                     target_auc=0.65)
-    finally:
-        os.environ.pop("SHOPSENSE_PUSHGATEWAY_URL", None)
-        srv.shutdown()
+        try:
+            out = steps.validate_reviews(real_dirs=[root / "scraped", root / "imported"],
+                                         synthetic_dir=root / "synthetic",
+                                         kept_dir=root / "kept", rejected_dir=root / "rejected",
+                                         text_features="style", target_auc=0.65)
+        finally:
+            os.environ.pop("SHOPSENSE_PUSHGATEWAY_URL", None)
     assert out["real"] == 200 and out["synthetic"] == 60
     assert out["kept"] + out["rejected"] == 60 and out["rejected_by_reason"]["adversarial"] >= 1
     assert out["rejected_uri"] == (root / "rejected").resolve().as_uri()
@@ -151,7 +136,7 @@ def test_validate_step_uses_every_real_dataset_and_pushes_its_figures(isolated, 
     assert store.exists("rejected/rejected.jsonl")
     (path, body), = pushed.items()
     assert path == "/metrics/job/shopsense-validate/dataset/synthetic-dvd-validated"
-    text = body.decode()
+    text = body
     assert 'shopsense_validation_samples_total{category="dvd",dataset="synthetic-dvd-validated",' \
            'outcome="rejected"}' in text
     assert "shopsense_validation_discriminator_auc{" in text

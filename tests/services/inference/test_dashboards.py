@@ -31,6 +31,7 @@ from typer.testing import CliRunner
 from services.inference.metrics import ApiMetrics
 from shopsense.dashboards import default_dir, load_dashboards, redact, register
 from shopsense.pipeline_metrics import PipelineMetrics
+from tests.pushgateway import pushgateway
 
 promql = pytest.importorskip("promql_parser", reason="pip install promql-parser (test extra)")
 
@@ -259,26 +260,11 @@ def test_pipeline_metrics_textfile_and_pushgateway(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["validate.prom"]  # no temp file left
 
     # A Pushgateway is a plain HTTP server: PUT /metrics/job/<job>/dataset/<dataset>.
-    got = {}
-
-    class Gateway(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self):
-            got["path"] = self.path
-            got["body"] = self.rfile.read(int(self.headers["content-length"])).decode()
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Gateway)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        m.push(f"127.0.0.1:{srv.server_address[1]}")
-    finally:
-        srv.shutdown()
-    assert got["path"] == "/metrics/job/shopsense-validate/dataset/electronics-v3"
-    assert "shopsense_validation_samples_total" in got["body"]
+    with pushgateway() as (address, pushed):
+        m.push(address)
+    (path, body), = pushed.items()
+    assert path == "/metrics/job/shopsense-validate/dataset/electronics-v3"
+    assert "shopsense_validation_samples_total" in body
 
 
 # ----------------------------------------------------------------------------- push
