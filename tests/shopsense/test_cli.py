@@ -72,7 +72,7 @@ def test_data_import_writes_a_dataset_to_the_store(data_dir, tmp_path):
     assert manifest.count == 2000 and manifest.labels.positive == 1000
     assert len(list(reviews)) == 2000
     p = run_cli("data", "import", "--sets", "uci-amazon", "--to", "nowhere", env=env)
-    assert p.returncode == 2 and p.stderr.startswith("error: --to must look like")
+    assert p.returncode == 2 and p.stderr.startswith("error: --to: dataset URI must look like")
 
 
 def test_train_cli_registers_and_prints_clean_json(data_dir, tmp_path):
