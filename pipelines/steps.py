@@ -59,14 +59,6 @@ def _read_local(path: str | Path):
     return manifest, list(reviews), store, path.name
 
 
-def _image_blobs(reviews, store, prefix: str) -> dict[str, bytes]:
-    """The bytes of the reviews' dataset-relative photos (to carry them into a new dataset)."""
-    from shopsense.store import join_key
-
-    return {ref.sha256: store.get_bytes(join_key(prefix, ref.uri))
-            for r in reviews for ref in r.images if ref.sha256 and "://" not in ref.uri}
-
-
 def _write_local(path: str | Path, reviews, **kwargs):
     from shopsense.data.dataset import write_dataset
     from shopsense.store import LocalStore
@@ -99,7 +91,7 @@ def scrape_reviews(*, out_dir: str | Path, seeds: list[str], max_pages: int,
     import contextlib
 
     from pipelines.scrape.agent import ScrapeConfig, run_scrape
-    from shopsense.data.dataset import open_dataset_uri, read_dataset
+    from shopsense.data.dataset import dataset_images, open_dataset_uri, read_dataset
     from shopsense.settings import get_settings
 
     s = get_settings()
@@ -118,7 +110,7 @@ def scrape_reviews(*, out_dir: str | Path, seeds: list[str], max_pages: int,
     out = _write_local(out_dir, reviews, name="scraped",
                        provenance=[*manifest.provenance,
                                    {"step": "scrape_reviews", "from": res.dataset_uri}],
-                       images=_image_blobs(reviews, store, prefix))
+                       images=dataset_images(store, prefix, reviews))
     log.info("scraped %d pages: %d new reviews; dataset of %d reviews", res.pages,
              res.new_reviews, out.count)
     return {"count": out.count, "digest": out.digest, "pages": res.pages,
@@ -203,6 +195,7 @@ def assemble_training_data(*, parts: dict[str, str | Path], heldout_dir: str | P
     demo shop sells the same Blitzer products the held-out set comes from) or to an earlier
     kept one (the shop and the imported sets share reviews)."""
     from pipelines.validate.dedupe import NearDuplicateIndex
+    from shopsense.data.dataset import dataset_images
 
     _, heldout, _, _ = _read_local(heldout_dir)
     index = NearDuplicateIndex(threshold=near_duplicate_threshold)
@@ -230,7 +223,7 @@ def assemble_training_data(*, parts: dict[str, str | Path], heldout_dir: str | P
             part.append(r)
         c["kept"] = len(part)
         kept.extend(part)
-        blobs.update(_image_blobs(part, store, prefix))
+        blobs.update(dataset_images(store, prefix, part))
         provenance.append({"part": name, "name": manifest.name, "digest": manifest.digest,
                            **c})
     out = _write_local(out_dir, kept, name="training",

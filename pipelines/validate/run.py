@@ -33,7 +33,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from pipelines.validate.dedupe import NearDuplicateIndex
-from shopsense.data.dataset import open_dataset_uri, read_dataset, write_dataset
+from shopsense.data.dataset import (
+    dataset_images,
+    open_dataset_uri,
+    read_dataset,
+    write_dataset,
+)
 from shopsense.schemas import Review
 from shopsense.store import ObjectNotFound, ObjectStore, join_key
 
@@ -276,22 +281,15 @@ def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | N
         by_reason[reason] = by_reason.get(reason, 0) + 1
     out_store, out_prefix = open_dataset_uri(out)
 
-    def images_of(reviews: list[Review]) -> dict[str, bytes]:
-        blobs = {}
-        for r in reviews:
-            for ref in r.images:
-                if ref.sha256 and "://" not in ref.uri:
-                    blobs[ref.sha256] = syn_store.get_bytes(join_key(syn_prefix, ref.uri))
-        return blobs
-
     prov = {"step": "validate", "real": real, "synthetic": synthetic,
             "synthetic_digest": syn_manifest.digest}
     write_dataset(out_store, out_prefix, kept, name=f"{syn_manifest.name}-validated",
-                  provenance=[*syn_manifest.provenance, prov], images=images_of(kept))
+                  provenance=[*syn_manifest.provenance, prov],
+                  images=dataset_images(syn_store, syn_prefix, kept))
     rejected_out = rejected_out or f"{out}-rejected"
     rej_store, rej_prefix = open_dataset_uri(rejected_out)
     write_dataset(rej_store, rej_prefix, rejected, name=f"{syn_manifest.name}-rejected",
-                  provenance=[prov], images=images_of(rejected))
+                  provenance=[prov], images=dataset_images(syn_store, syn_prefix, rejected))
     rej_store.put_bytes(join_key(rej_prefix, "rejected.jsonl"), "".join(
         json.dumps({"id": r.id, "reason": reasons[r.id][0], "detail": reasons[r.id][1],
                     "label": r.label, "text": r.text[:300]}) + "\n" for r in rejected).encode())

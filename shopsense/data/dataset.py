@@ -434,6 +434,14 @@ def _collect_garbage(
 # ---------------------------------------------------------------------------------- read
 
 
+def dataset_images(store: ObjectStore, prefix: str, reviews: Iterable[Review]
+                   ) -> dict[str, bytes]:
+    """The bytes of the reviews' photos stored in the dataset at ``prefix`` (sha256 -> bytes),
+    to carry them into another dataset with :func:`write_dataset`'s ``images``."""
+    return {ref.sha256: store.get_bytes(join_key(prefix, ref.uri))
+            for r in reviews for ref in r.images if ref.sha256 and _is_relative_ref(ref.uri)}
+
+
 def read_dataset(store: ObjectStore, prefix: str) -> tuple[DatasetManifest, Iterator[Review]]:
     """The manifest and the reviews of the dataset at ``prefix``.
 
