@@ -41,6 +41,17 @@ LOCAL_ARGUMENTS: dict = {
 
 
 _CHOICES = {"model_kind": ("compact", "llava"), "validate_features": ("embedding", "style")}
+# Allowed ranges (inclusive; None: open), checked before anything runs, so that a mistake is
+# not found minutes later inside a step (or in the cluster, after `submit`).
+_RANGES = {
+    "max_train_per_set": (0, None), "max_heldout_per_set": (0, None), "epochs": (0.01, None),
+    "max_length": (8, 512), "batch_size": (1, None), "image_pool": (0, None),
+    "num_workers": (1, None), "margin": (0.0, 1.0), "floor_macro_f1": (0.0, 1.0),
+    "floor_accuracy": (0.0, 1.0), "max_ece": (0.0, 1.0), "scrape_max_pages": (1, None),
+    "demo_base_port": (0, 65530), "synth_per_label": (1, None),
+    "synth_image_fraction": (0.0, 1.0), "validate_target_auc": (0.5, 1.0),
+    "validate_min_keep": (0.0, 1.0),
+}
 
 
 class PipelineFailed(Exception):
@@ -81,6 +92,11 @@ def _arguments(pairs: list[str], base: dict) -> dict:
         if key in out and out[key] not in allowed:
             raise typer.BadParameter(f"{key} must be one of {', '.join(allowed)}, "
                                      f"got {out[key]!r}")
+    for key, (low, high) in _RANGES.items():
+        if key in out and ((low is not None and out[key] < low) or
+                           (high is not None and out[key] > high)):
+            top = "∞" if high is None else high
+            raise typer.BadParameter(f"{key} must be in [{low}, {top}], got {out[key]!r}")
     for key in ("train_sets", "heldout_sets"):
         unknown = [x for x in str(out.get(key, "")).split(",") if x and x not in SET_NAMES]
         if unknown:

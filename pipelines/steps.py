@@ -155,6 +155,7 @@ def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
     real ones (the scraped and the imported datasets); pushes the quality figures to the
     Pushgateway when one is set."""
     from pipelines.validate.run import ValidateConfig, run_validate
+    from shopsense.data.dataset import category_of as _category
     from shopsense.pipeline_metrics import PipelineMetrics
     from shopsense.settings import get_settings
 
@@ -168,39 +169,47 @@ def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
     kept_manifest, kept, _, _ = _read_local(kept_dir)
     _, rejected, _, _ = _read_local(rejected_dir)
     metrics = PipelineMetrics(dataset=kept_manifest.name)
-    for category in sorted({_category(r) for r in [*kept, *rejected]}):
+    categories = sorted({_category(r) for r in [*kept, *rejected]})
+    for category in categories:
         metrics.record_samples(category,
                                kept=sum(_category(r) == category for r in kept),
                                rejected=sum(_category(r) == category for r in rejected))
-        if report.auc_after is not None and report.auc_after == report.auc_after:
-            metrics.record_discriminator_auc(category, report.auc_after)
+    # one discriminator for the whole synthetic set: its category when it has one, else "all"
+    if report.auc_after is not None and report.auc_after == report.auc_after:  # not NaN
+        metrics.record_discriminator_auc(categories[0] if len(categories) == 1 else "all",
+                                         report.auc_after)
     metrics.finish()
+    out = report.model_dump(mode="json")
+    out["pushed_to"] = None
     if s.pushgateway_url:
-        metrics.push(s.pushgateway_url)
-        log.info("pushed the validation figures to %s", s.pushgateway_url)
-    return report.model_dump(mode="json")
-
-
-def _category(review) -> str:
-    from shopsense.data.dataset import UNKNOWN_CATEGORY
-
-    return (review.product.category if review.product else None) or UNKNOWN_CATEGORY
+        try:
+            metrics.push(s.pushgateway_url)
+            out["pushed_to"] = s.pushgateway_url
+            log.info("pushed the validation figures to %s", s.pushgateway_url)
+        except OSError as exc:  # the data is good; only the dashboard misses this run
+            log.warning("could not push the validation figures to %s: %s",
+                        s.pushgateway_url, exc)
+    return out
 
 
 def assemble_training_data(*, parts: dict[str, str | Path], heldout_dir: str | Path,
-                           out_dir: str | Path, near_duplicate_threshold: float = 0.8
-                           ) -> dict[str, Any]:
+                           out_dir: str | Path, near_duplicate_threshold: float = 0.7,
+                           heldout_containment: float = 0.6) -> dict[str, Any]:
     """One training dataset from the labelled reviews of ``parts`` (name -> dataset folder, in
-    order of precedence), without any review that is (near-)identical to a held-out one (the
-    demo shop sells the same Blitzer products the held-out set comes from) or to an earlier
-    kept one (the shop and the imported sets share reviews)."""
+    order of precedence), without any review that repeats a held-out one (the demo shop sells
+    the Blitzer products the held-out set comes from, some as near-copies with words dropped
+    and a sign-off added: a review containing ``heldout_containment`` of a held-out review's
+    word 3-grams counts as a repeat) or that near-duplicates an earlier kept one (Jaccard
+    ``near_duplicate_threshold``, as the scrape and validate steps judge it; the shop and the
+    imported sets share reviews)."""
     from pipelines.validate.dedupe import NearDuplicateIndex
     from shopsense.data.dataset import dataset_images
 
     _, heldout, _, _ = _read_local(heldout_dir)
-    index = NearDuplicateIndex(threshold=near_duplicate_threshold)
+    held = NearDuplicateIndex(threshold=heldout_containment, bands=32, measure="containment")
     for r in heldout:
-        index.force_add(f"heldout:{r.id}", r.text)
+        held.force_add(r.id, r.text)
+    index = NearDuplicateIndex(threshold=near_duplicate_threshold)
     kept, blobs, counts, provenance = [], {}, {}, []
     seen_ids: set[str] = set()
     for name, path in parts.items():
@@ -215,9 +224,11 @@ def assemble_training_data(*, parts: dict[str, str | Path], heldout_dir: str | P
             if r.id in seen_ids:
                 c["duplicate"] += 1
                 continue
-            dup = index.add(r.id, r.text)
-            if dup is not None:
-                c["heldout_overlap" if dup[1].startswith("heldout:") else "duplicate"] += 1
+            if held.find(r.text) is not None:
+                c["heldout_overlap"] += 1
+                continue
+            if index.add(r.id, r.text) is not None:
+                c["duplicate"] += 1
                 continue
             seen_ids.add(r.id)
             part.append(r)

@@ -133,7 +133,11 @@ def _experiment(settings: Settings, name: str) -> str:
     c = client(settings)
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        return c.create_experiment(name, artifact_location=settings.artifact_root())
+        # A local registry keeps artifacts under home; a tracking server decides where they go
+        # (its default artifact root: MinIO in a cluster), or they would stay on this machine.
+        local = settings.tracking_uri().split(":", 1)[0] in ("sqlite", "file")
+        return c.create_experiment(
+            name, artifact_location=settings.artifact_root() if local else None)
     mlflow.set_experiment(name)
     return exp.experiment_id
 
@@ -296,13 +300,18 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     return m["name"], m["alias"], m["version"]
 
 
+# The file that marks a bundle's folder: the compact model's, or a LLaVA adapter's
+# (pipelines/train/llava.py; registered as ``<model_name>-llava``).
+BUNDLE_MARKERS = ("shopsense_model.json", "llava_bundle.json")
+
+
 def resolve(settings: Settings, uri: str | None = None) -> ResolvedModel:
     """Resolve a ``models:/`` URI (or a local bundle directory) to a local bundle."""
     import mlflow
 
     uri = uri or settings.default_model_uri()
     local = Path(uri)
-    if not uri.startswith("models:/") and (local / "shopsense_model.json").is_file():
+    if not uri.startswith("models:/") and any((local / m).is_file() for m in BUNDLE_MARKERS):
         return ResolvedModel(name=local.name, version="local", uri=uri, bundle_dir=local)
     name, alias, version = parse_model_uri(uri)
     c = client(settings)
@@ -324,7 +333,7 @@ def resolve(settings: Settings, uri: str | None = None) -> ResolvedModel:
         )
         tmp.rename(cache)
         (cache / ".complete").touch()
-    found = [p.parent for p in cache.rglob("shopsense_model.json")]
+    found = [p.parent for marker in BUNDLE_MARKERS for p in cache.rglob(marker)]
     if not found:
         raise ModelNotFound(f"{uri}: version {mv.version} holds no shopsense bundle")
     bundle = found[0]

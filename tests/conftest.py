@@ -73,3 +73,22 @@ def registered_model(home, tiny_train_result):
         get_settings(), bundle_dir=r.bundle_dir, params=r.params, metrics=r.metrics,
         evaluation=r.evaluation, eval_records=r.eval_records,
     )
+
+
+@pytest.fixture()
+def mlflow_uris_restored():
+    """MLflow's process-global tracking and registry URIs (and the environment variables
+    ``mlflow.set_registry_uri`` exports) as they were before the test."""
+    import mlflow
+
+    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    env = {k: os.environ.get(k) for k in keys}
+    tracking, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry_uri)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import defaultdict
+from typing import Literal
 
 import numpy as np
 
@@ -43,13 +44,20 @@ def _hash64(s: str) -> int:
 
 
 class NearDuplicateIndex:
-    """An in-memory index of texts for exact and near-duplicate lookups."""
+    """An in-memory index of texts for exact and near-duplicate lookups.
+
+    ``measure``: ``"jaccard"`` (shared shingles over all of both texts' shingles) or
+    ``"containment"`` (over the indexed text's shingles only: how much of an indexed text a
+    query repeats, even when the query adds text of its own). Containment wants more, shorter
+    LSH bands (e.g. ``bands=32`` of 2 rows) so that pairs of low Jaccard are still candidates.
+    """
 
     def __init__(self, *, threshold: float = 0.7, num_perm: int = 64, bands: int = 16,
-                 k: int = 3, seed: int = 1) -> None:
+                 k: int = 3, seed: int = 1,
+                 measure: Literal["jaccard", "containment"] = "jaccard") -> None:
         if num_perm % bands:
             raise ValueError("num_perm must be a multiple of bands")
-        self.threshold, self.k, self.bands = threshold, k, bands
+        self.threshold, self.k, self.bands, self.measure = threshold, k, bands, measure
         self.rows = num_perm // bands
         rng = np.random.default_rng(seed)
         self._xor = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
@@ -82,7 +90,10 @@ class NearDuplicateIndex:
                 if key in seen:
                     continue
                 seen.add(key)
-                if jaccard(sh, self._sets[key]) >= self.threshold:
+                stored = self._sets[key]
+                score = (jaccard(sh, stored) if self.measure == "jaccard"
+                         else len(sh & stored) / max(1, len(stored)))
+                if score >= self.threshold:
                     return "near", key
         return None
 

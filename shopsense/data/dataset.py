@@ -95,6 +95,11 @@ _LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _PROGRESS_MIN = 1000  # show a progress bar only when the input is (or may be) this large
 
 
+def category_of(review: Review) -> str:
+    """The review's product category, ``unknown`` without one (as manifests count them)."""
+    return (review.product.category if review.product else None) or UNKNOWN_CATEGORY
+
+
 class DatasetNotFound(DataError):
     """No ``manifest.json`` under the prefix: there is no (published) dataset there."""
 
@@ -337,8 +342,7 @@ def write_dataset(
                 digest.update(line)
                 count += 1
                 field = review.label or "unlabelled"
-                category = (review.product.category if review.product else None) or UNKNOWN_CATEGORY
-                cat = by_category.setdefault(category, LabelCounts())
+                cat = by_category.setdefault(category_of(review), LabelCounts())
                 setattr(labels, field, getattr(labels, field) + 1)
                 setattr(cat, field, getattr(cat, field) + 1)
                 refs.update(img.uri for img in review.images if _is_relative_ref(img.uri))

@@ -462,3 +462,16 @@ async def test_delete_leaves_only_owned_objects_for_the_garbage_collector(kmock,
         assert ("shop", "reviews") not in {
             (s.labels["namespace"], s.labels["name"])
             for m in observe.READY.collect() for s in m.samples}
+
+
+def test_runs_logged_to_a_tracking_server_keep_their_artifacts_where_the_server_says(
+        mlflow_url, mlflow_uris_restored):
+    """Not under this machine's home: in a cluster the server's default root is MinIO."""
+    from shopsense import registry
+    from shopsense.settings import Settings
+
+    s = Settings(mlflow_tracking_uri=mlflow_url)
+    exp_id = registry._experiment(s, "artifact-root-check")
+    location = registry.client(s).get_experiment(exp_id).artifact_location
+    assert location.endswith("/artifacts/" + exp_id) or "mlflow-artifacts:" in location, location
+    assert str(s.resolved_home()) not in location

@@ -9,7 +9,6 @@ import yaml
 
 from pipelines.review_pipeline import MANIFEST, PIPELINE_NAME, compile_pipeline
 from tests.pipelines.kfp_stub import kfp_stub_server
-from tests.pipelines.test_data_steps import _free_base_port
 
 
 def _docs(path):
@@ -123,7 +122,8 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
 
 
 @pytest.mark.slow
-def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch):
+def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch,
+                                         mlflow_uris_restored):
     """kfp.local runs each step as a subprocess of this virtualenv: import real reviews,
     scrape the demo shop with Chromium, synthesize, validate, assemble, Ray Train, evaluate,
     register in a fresh MLflow registry."""
@@ -138,7 +138,7 @@ def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch):
             "max_train_per_set": 16, "max_heldout_per_set": 20, "max_length": 32,
             "batch_size": 8, "image_pool": 12, "floor_macro_f1": 0.0, "floor_accuracy": 0.0,
             "scrape_max_pages": 30, "synth_per_label": 6, "validate_features": "style",
-            "demo_base_port": _free_base_port()}
+            "demo_base_port": 0}
     try:
         out = run_local(args, pipeline_root=tmp_path / "runs")
         assert out == {"model": "shopsense-sentiment", "version": "1", "champion": True,
@@ -202,6 +202,8 @@ def test_submit_creates_an_experiment_and_a_run_on_a_kfp_server(tmp_path):
     ("recipe=huge", "recipe must be one of"),
     ("train_sets=uci-amazon,no-such-set", "train_sets: unknown set no-such-set"),
     ("noequals", "--arg wants KEY=VALUE"),
+    ("synth_image_fraction=1.5", "synth_image_fraction must be in [0.0, 1.0], got 1.5"),
+    ("scrape_max_pages=0", "scrape_max_pages must be in [1, ∞], got 0"),
 ])
 def test_bad_pipeline_arguments_are_one_clear_error_before_anything_runs(tmp_path, arg,
                                                                         message):
@@ -221,6 +223,10 @@ def test_bad_pipeline_arguments_are_one_clear_error_before_anything_runs(tmp_pat
 
 def test_arguments_take_the_parameters_types():
     from pipelines.cli import LOCAL_ARGUMENTS, _arguments
+    from pipelines.review_pipeline import review_sentiment
+
+    defaults = {k: v.default for k, v in review_sentiment.component_spec.inputs.items()}
+    assert _arguments([], defaults) == defaults  # the pipeline's own defaults pass the checks
 
     out = _arguments(["epochs=3", "use_gpu=true", "train_sets=huliu", "scrape_seeds=",
                       "margin=0"], LOCAL_ARGUMENTS)
@@ -241,7 +247,7 @@ def test_a_failing_step_ends_the_local_run_with_one_line(data_dir, tmp_path, mon
     args = {**LOCAL_ARGUMENTS, "train_sets": "huliu", "heldout_sets": "uci-imdb",
             "max_train_per_set": 10, "max_heldout_per_set": 10, "scrape_max_pages": 10,
             "synth_per_label": 3, "validate_features": "bogus",
-            "demo_base_port": _free_base_port()}
+            "demo_base_port": 0}
     try:
         with pytest.raises(PipelineFailed) as err:
             run_local(args, pipeline_root=tmp_path / "runs")

@@ -63,7 +63,8 @@ def test_two_workers_resume_from_the_last_checkpoint_after_a_worker_dies(
     assert result.train_result.metrics["eval_macro_f1"] == ev["macro_f1"]
 
 
-def test_tiny_llava_next_trains_as_a_generative_classifier(ray_local, data_dir, home, tmp_path):
+def test_tiny_llava_next_trains_as_a_generative_classifier(ray_local, data_dir, home, tmp_path,
+                                                           mlflow_uris_restored):
     from safetensors.torch import load_file
 
     from pipelines.train import llava
@@ -117,9 +118,7 @@ def _register_llava_through_the_pipeline_steps(bundle, result, tmp_path, data_di
         "model_kind": "llava", "recipe": "tiny", "bundle": str(bundle),
         "params": result.params, "metrics": result.metrics, "dataset_digest": "0" * 64,
         "run_name": result.run_name}))
-    old = {k: os.environ.get(k) for k in ("SHOPSENSE_HOME", "SHOPSENSE_DATA_DIR",
-                                          "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_URI")}
-    old_tracking = mlflow.get_tracking_uri()
+    old = {k: os.environ.get(k) for k in ("SHOPSENSE_HOME", "SHOPSENSE_DATA_DIR")}
     os.environ.update(SHOPSENSE_HOME=str(tmp_path / "home"), SHOPSENSE_DATA_DIR=str(data_dir))
     get_settings.cache_clear()
     try:
@@ -147,13 +146,24 @@ def _register_llava_through_the_pipeline_steps(bundle, result, tmp_path, data_di
         assert list(answer.columns) == ["label", "score_negative", "score_neutral",
                                         "score_positive"]
         assert set(answer["label"]) <= {"negative", "neutral", "positive"}
+
+        # A second run scored on other held-out data: the champion (a LLaVA bundle) is
+        # fetched back and re-scored on the same records before the gate decides.
+        steps.import_reviews(sets=["uci-imdb"], out_dir=tmp_path / "heldout2", max_per_set=8,
+                             seed=2, name="heldout")
+        steps.evaluate_model(model_dir=model_dir, heldout_data=tmp_path / "heldout2",
+                             report_path=tmp_path / "report2.json")
+        again = steps.register_model(model_dir=model_dir, report_path=tmp_path / "report2.json",
+                                     heldout_data=tmp_path / "heldout2", margin=0.01)
+        assert (again["name"], again["version"], again["promote"]) == (
+            "shopsense-sentiment-llava", "2", False)
+        assert "does not beat champion v1" in again["reason"], again["reason"]
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        mlflow.set_tracking_uri(old_tracking)
         get_settings.cache_clear()
 
 
