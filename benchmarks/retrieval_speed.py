@@ -50,7 +50,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -59,7 +58,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +83,7 @@ class BenchError(RuntimeError):
 
 # the same statistics and number format as benchmarks/speed.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import fmt, median, percentile
+from speed import fmt, host_info, median, percentile
 
 
 def size_label(n: int) -> str:
@@ -117,39 +115,15 @@ def folder_bytes(path: Path) -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    import psutil
+    from importlib.metadata import version
 
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
     versions = {}
     for pkg in ("qdrant-client", "tantivy", "torch", "numpy"):
         try:
-            from importlib.metadata import version
-
             versions[pkg] = version(pkg)
         except Exception:  # noqa: BLE001 - informative only
             versions[pkg] = "?"
-    return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu_model": cpu_model,
-        "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "memory_gib": round(psutil.virtual_memory().total / 1024**3, 1),
-        "loadavg_1m_start": round(os.getloadavg()[0], 2),
-        "versions": versions,
-    }
+    return {**host_info(), "versions": versions}
 
 
 # ------------------------------------------------------------------------------------------

@@ -97,9 +97,9 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def machine_info() -> dict[str, Any]:
+def host_info() -> dict[str, Any]:
+    """The machine a benchmark ran on (also used by ``retrieval_speed.py``)."""
     import psutil
-    import torch
 
     cpu_model = platform.processor() or platform.machine()
     try:
@@ -120,12 +120,17 @@ def machine_info() -> dict[str, Any]:
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "usable_cores": usable,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
         "python": platform.python_version(),
         "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
         "loadavg_1m_start": round(os.getloadavg()[0], 2),
     }
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {**host_info(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__}
 
 
 def resolve_model(uri: str | None):
