@@ -199,10 +199,6 @@ class LlavaTask(ResumableState):
         self.optim.step()
         self.step += 1
 
-    def record(self, loss: float, samples: int) -> None:
-        self.seen += samples
-        self.losses.append(loss)
-
     def save_bundle(self, out_dir: Path) -> Path:
         """``adapter/`` (LoRA + projector) and ``processor/``; a tiny model also stores its
         random base weights (``base/``), which exist nowhere else."""

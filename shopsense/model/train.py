@@ -218,13 +218,18 @@ def sample_plan(rows: list[dict], pool_by_label: dict[str, list[int]], n_image_o
 
 
 class ResumableState:
-    """What a checkpoint holds of a training session, and how it is restored: the trainable
-    parameters, the optimiser, the counters, the loss history and the random generators.
-    The session provides ``model``, ``optim``, ``step``, ``seen``, ``losses``, ``rng`` and
+    """A training session's progress (:meth:`record`), what a checkpoint holds of it and how
+    it is restored: the trainable parameters, the optimiser, the counters, the loss history
+    and the random generators. The session provides ``model``, ``optim``, ``step``, ``seen``, ``losses``, ``rng`` and
     ``samples``."""
 
     model: torch.nn.Module
     optim: torch.optim.Optimizer
+
+    def record(self, loss: float, samples: int) -> None:
+        """Count a finished step's samples and keep its loss."""
+        self.seen += samples
+        self.losses.append(loss)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().cpu().clone() for n, p in self.model.named_parameters()
@@ -377,10 +382,6 @@ class TrainSession(ResumableState):
             group["lr"] = base * scale
         self.optim.step()
         self.step += 1
-
-    def record(self, loss: float, samples: int) -> None:
-        self.seen += samples
-        self.losses.append(loss)
 
     # -- checkpoints --------------------------------------------------------------------------
     def save_bundle(self, out_dir: Path) -> Path:
