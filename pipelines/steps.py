@@ -202,7 +202,7 @@ def assemble_training_data(*, parts: dict[str, str | Path], heldout_dir: str | P
     word 3-grams counts as a repeat) or that near-duplicates an earlier kept one (Jaccard
     ``near_duplicate_threshold``, as the scrape and validate steps judge it; the shop and the
     imported sets share reviews)."""
-    from pipelines.validate.dedupe import NearDuplicateIndex
+    from shopsense.text import NearDuplicateIndex
     from shopsense.data.dataset import dataset_images
 
     _, heldout, _, _ = _read_local(heldout_dir)

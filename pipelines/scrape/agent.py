@@ -62,7 +62,7 @@ from pipelines.scrape.extract import (
 )
 from pipelines.scrape.llm import LLMAdvisor
 from pipelines.scrape.state import SourceState, load_state, save_state, thompson_choice
-from pipelines.validate.dedupe import NearDuplicateIndex, normalise_text
+from shopsense.text import NearDuplicateIndex, normalise_text
 from shopsense.data.dataset import (
     DatasetNotFound,
     image_key,

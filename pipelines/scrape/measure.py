@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from pipelines.validate.dedupe import normalise_text
+from shopsense.text import normalise_text
 
 __all__ = ["score_extractions"]
 

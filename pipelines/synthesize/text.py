@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.validate.dedupe import normalise_text
+from shopsense.text import normalise_text
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from pipelines.validate.dedupe import NearDuplicateIndex
+from shopsense.text import NearDuplicateIndex
 from shopsense.data.dataset import (
     dataset_images,
     open_dataset_uri,

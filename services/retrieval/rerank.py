@@ -59,6 +59,7 @@ import numpy as np
 
 from shopsense.errors import DataError, InvalidInput, ModelNotFound
 from shopsense.schemas import Review
+from shopsense.text import review_content
 
 log = logging.getLogger(__name__)
 
@@ -280,10 +281,7 @@ _SENT_SPLIT = re.compile(r"(?<=[.!?])\s+")
 
 
 def _content(r: Review) -> str:
-    title = (r.title or "").strip()
-    if not title:
-        return r.text
-    return f"{title} {r.text}" if title[-1] in ".!?" else f"{title}. {r.text}"
+    return review_content(r.title, r.text)
 
 
 def build_training_groups(reviews: Sequence[Review], *, negatives: int = 3, seed: int = 13,

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shopsense.schemas import ImageRef, Label, Review
+from shopsense.text import review_content
 
 Mode = Literal["hybrid", "dense", "sparse"]
 MODES: tuple[str, ...] = ("hybrid", "dense", "sparse")
@@ -44,10 +45,7 @@ class Doc:
 
     @property
     def content(self) -> str:
-        title = (self.title or "").strip()
-        if not title:
-            return self.text
-        return f"{title} {self.text}" if title[-1] in ".!?" else f"{title}. {self.text}"
+        return review_content(self.title, self.text)
 
     def payload(self) -> dict[str, Any]:
         """Stored fields (filter fields only when set: a missing field never matches a filter)."""

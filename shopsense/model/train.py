@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from shopsense import LABELS
 from shopsense.model.classifier import ModelConfig, Predictor, SentimentModel, tokenize
 from shopsense.model.encoders import IMAGE_DIM, TEXT_DIM, load_tokenizer
+from shopsense.text import review_content
 
 if TYPE_CHECKING:
     from shopsense.schemas import Review
@@ -120,11 +121,11 @@ def load_labelled(sets: list[str], data_dir: Path, cap: int | None, seed: int) -
 
 def review_rows(reviews: Iterable[Review], set_name: str) -> list[dict]:
     """Labelled text records ``{text, label, category, set}`` of reviews, in their order (the
-    title, when there is one, leads the text); ``set``: the review's source name, else
-    ``set_name``."""
+    text is :func:`shopsense.text.review_content`: the title, when there is one, leads);
+    ``set``: the review's source name, else ``set_name``."""
     return [
         {
-            "text": r.text if not r.title else f"{r.title}. {r.text}",
+            "text": review_content(r.title, r.text),
             "label": r.label,
             "category": r.product.category if r.product else None,
             "set": r.source.name if r.source else set_name,

@@ -174,7 +174,7 @@ def test_assemble_drops_the_demo_shops_near_copies_of_held_out_reviews(isolated,
     """The demo shop's near-copies (words dropped, a sign-off added) of held-out reviews fall
     below a Jaccard threshold when the review is short; containment still catches them all."""
     from pipelines.scrape.shop import _perturb
-    from pipelines.validate.dedupe import jaccard, shingles
+    from shopsense.text import jaccard, shingles
 
     root = isolated / "art"
     store = LocalStore(root)

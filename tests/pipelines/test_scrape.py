@@ -16,7 +16,7 @@ from pipelines.scrape.extract import parse_rating
 from pipelines.scrape.llm import LLMAdvisor, parse_json_reply
 from pipelines.scrape.measure import score_extractions
 from pipelines.scrape.shop import DEFAULT_SITES, DemoShop
-from pipelines.validate.dedupe import NearDuplicateIndex
+from shopsense.text import NearDuplicateIndex
 from shopsense.data.dataset import read_dataset, read_manifest
 from shopsense.store import LocalStore
 

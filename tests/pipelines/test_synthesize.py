@@ -10,7 +10,7 @@ import pytest
 from pipelines.synthesize.images import photo_spec_for, prompt_for
 from pipelines.synthesize.run import run_synthesize
 from pipelines.synthesize.spec import GenerationSpec
-from pipelines.validate.dedupe import normalise_text
+from shopsense.text import normalise_text
 from shopsense.data.dataset import read_dataset
 from shopsense.data.loaders import load_set
 from shopsense.store import LocalStore

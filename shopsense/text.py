@@ -1,4 +1,9 @@
-"""Exact and near-duplicate text detection (MinHash over word shingles, LSH banding).
+"""Text rules every deployable shares: what a review's content is, what "the same text" means,
+and exact and near-duplicate detection (MinHash over word shingles, LSH banding).
+
+``review_content(title, text)`` is the one rule for the text a model or an index reads of a
+review (title, then text); training, the LLM labeller, the indexes and the reranker all use it,
+so what is trained on is what is served and searched.
 
 ``NearDuplicateIndex.add(key, text)`` answers whether ``text`` duplicates something already
 added: ``"exact"`` (same normalised text), ``"near"`` (Jaccard similarity of word 3-shingles of
@@ -15,10 +20,19 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["NearDuplicateIndex", "jaccard", "normalise_text", "shingles"]
+__all__ = ["NearDuplicateIndex", "jaccard", "normalise_text", "review_content", "shingles"]
 
 _WORD = re.compile(r"[a-z0-9']+")
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def review_content(title: str | None, text: str) -> str:
+    """The title (when there is one) leading the text, joined by a full stop unless the title
+    already ends a sentence."""
+    title = (title or "").strip()
+    if not title:
+        return text
+    return f"{title} {text}" if title[-1] in ".!?" else f"{title}. {text}"
 
 
 def normalise_text(text: str) -> str:
