@@ -103,6 +103,7 @@ def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: 
                           generator=g.generator,
                           spec={"spec": spec_json, "label": label, "controls": controls}),
             text=g.text, title=g.title, rating=float(rating), label=label,  # type: ignore[arg-type]
+            label_source="spec",
             images=refs,
             product=Product(id=f"synthetic:{hashlib.sha256(product.encode()).hexdigest()[:10]}",
                             name=product or None, category=spec.category),

