@@ -85,6 +85,8 @@ class LLMSettings(BaseModel):
                                 "model: qwen2.5-coder-1.5b-instruct-q4_k_m | "
                                 "qwen2.5-coder-0.5b-instruct-q4_k_m | smollm2-135m-instruct-q4_1")
     threads: int = Field(0, ge=0, description="CPU threads of the embedded server; 0 = all cores")
+    cache_dir: Path | None = Field(None, description="where sliced models are joined (verified "
+                                   "GGUF files); default $XDG_CACHE_HOME/shopsense/llm")
     context: int = Field(2048, ge=256, description="context window (tokens) of the embedded server")
     label_max_chars: int = Field(700, ge=100, description="longest review text the labeller "
                                  "shows the LLM (head and tail kept); prompt cost grows with it")

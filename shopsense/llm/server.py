@@ -105,6 +105,7 @@ class EmbeddedServer:
             fd, name = tempfile.mkstemp(prefix="shopsense-llm-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
+        Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop)
         log.info("starting %s on %s (%d threads)", self.model.name, self.base_url, self.threads)
         self._proc = subprocess.Popen(self.command(gguf), stdout=self._log_file,
