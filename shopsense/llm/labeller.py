@@ -37,7 +37,7 @@ from shopsense.store import ObjectNotFound, ObjectStore, join_key
 log = logging.getLogger(__name__)
 
 __all__ = ["PROMPT_VERSION", "TeacherLabels", "ZeroShotLabeller", "clip_review",
-           "label_distribution"]
+           "label_distribution", "teacher_key"]
 
 #: changes whenever the prompt or the clipping changes (it keys the teacher-label cache)
 PROMPT_VERSION = "zs1"
@@ -57,6 +57,12 @@ def clip_review(text: str, max_chars: int) -> str:
     head = text[:head_n].rsplit(" ", 1)[0]
     tail = text[-tail_n:].split(" ", 1)[-1]
     return f"{head} ... {tail}"
+
+
+def teacher_key(text: str, max_chars: int) -> str:
+    """The cache key of ``text``: what the LLM is shown of it, under this prompt version."""
+    shown = clip_review(text, max_chars)
+    return hashlib.sha256(f"{PROMPT_VERSION}\x1f{shown}".encode()).hexdigest()[:32]
 
 
 def label_distribution(top: dict[str, float]) -> tuple[np.ndarray, float]:
@@ -94,9 +100,7 @@ class ZeroShotLabeller:
                  "content": f"{INSTRUCTION}\n\nReview: {clip_review(text, self.max_chars)}"}]
 
     def key(self, text: str) -> str:
-        """The cache key of ``text``: what the LLM is shown, under this prompt version."""
-        shown = clip_review(text, self.max_chars)
-        return hashlib.sha256(f"{PROMPT_VERSION}\x1f{shown}".encode()).hexdigest()[:32]
+        return teacher_key(text, self.max_chars)
 
     def label_one(self, text: str) -> tuple[np.ndarray, float]:
         return label_distribution(self.client.first_token_logprobs(self.messages(text)))

@@ -33,7 +33,8 @@ from shopsense.llm.weights import INSTALL_HINT, EmbeddedLLM, LLMUnavailable, emb
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbeddedServer", "LLMEndpoint", "llm_endpoint", "runtime_available"]
+__all__ = ["EmbeddedServer", "LLMEndpoint", "configured_identity", "llm_endpoint",
+           "runtime_available"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,17 @@ def _remote(settings) -> LLMEndpoint:
     host = httpx.URL(base).host or base
     return LLMEndpoint(base_url=base, model=model, identity=f"{model}@{host}",
                        api_key=settings.llm_api_key)
+
+
+def configured_identity(settings=None) -> str:
+    """The identity of the LLM the settings name, without starting it (what its labels are
+    filed under)."""
+    from shopsense.settings import get_settings
+
+    s = settings or get_settings()
+    if s.llm_base_url:
+        return _remote(s).identity
+    return embedded_model(s.llm.embedded_model).identity
 
 
 @contextlib.contextmanager

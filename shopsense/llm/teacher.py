@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from shopsense.llm.labeller import TeacherLabels, ZeroShotLabeller
 from shopsense.llm.server import LLMEndpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["label_into_cache", "teacher_labeller", "teacher_labels", "texts_for"]
+__all__ = ["label_into_cache", "soft_labels", "teacher_labeller", "teacher_labels", "texts_for"]
 
 
 def teacher_labels(endpoint: LLMEndpoint, settings=None) -> TeacherLabels:
@@ -97,3 +99,24 @@ def label_into_cache(texts: list[str], *, settings=None, progress: bool = False
     return {"teacher": ep.identity, "texts": len(keys), "cached_before": before,
             "labelled": len(keys) - before, "cache_size": manifest["count"],
             "seconds": round(time.monotonic() - start, 1), "cache": cache.prefix}
+
+
+def soft_labels(texts: list[str], *, teacher: str | None = None, settings=None
+                ) -> dict[str, np.ndarray]:
+    """``{text: probabilities}`` for those of ``texts`` the teacher has labelled (nothing is
+    labelled here: run ``shopsense llm label`` first). ``teacher``: an identity; default the
+    configured LLM's."""
+    from shopsense.llm.labeller import teacher_key
+    from shopsense.llm.server import configured_identity
+    from shopsense.settings import get_settings
+    from shopsense.store import open_store
+
+    s = settings or get_settings()
+    identity = teacher or configured_identity(s)
+    known = TeacherLabels(open_store(s.default_store_uri(), s), identity).lookup()
+    out = {}
+    for t in texts:
+        row = known.get(teacher_key(t, s.llm.label_max_chars))
+        if row is not None:
+            out[t] = row
+    return out
