@@ -192,5 +192,56 @@ def submit(*, host: str, package: Path, arguments: dict, experiment: str,
     return {"run_id": result.run_id, "url": f"{host.rstrip('/')}/#/runs/details/{result.run_id}"}
 
 
+def coldstart_cmd(
+    category: str = typer.Option(..., help="the product category, e.g. 'espresso machines'"),
+    reviews: Path = typer.Option(..., help="JSONL: text, optional title, product, rating; "
+                                 "no labels needed"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    budget_minutes: float = typer.Option(60.0, help="time budget: the LLM's labelling and "
+                                         "synthesis stop at their shares of it"),
+    synthetic_per_label: int = typer.Option(30, help="synthetic reviews per polar label "
+                                            "(at most; the budget may stop sooner)"),
+    base_sets: Optional[str] = typer.Option(None, help="comma-separated shared sets trained "
+                                            "on beside the category (default: the standard "
+                                            "training sets; '' for none)"),
+    base_per_set: int = typer.Option(500, help="at most this many reviews per base set"),
+    champion: Optional[str] = typer.Option(None, help="model URI pooled with the LLM "
+                                           "(default: the registry champion)"),
+    min_confidence: float = typer.Option(0.9, help="probability an automatic label needs"),
+    workers: int = typer.Option(2, help="Ray Train workers"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Cold start for a new category: auto-label -> synthesize -> validate -> assemble ->
+    train -> register (a version tagged with the category; the champion gate applies)."""
+    from pipelines.coldstart import run_coldstart
+    from shopsense.errors import LLMUnavailable, ShopsenseError
+
+    if not reviews.is_file():
+        typer.echo(f"error: --reviews {reviews}: no such file", err=True)
+        raise typer.Exit(2)
+    sets = None if base_sets is None else [x.strip() for x in base_sets.split(",") if x.strip()]
+    try:
+        result = run_coldstart(category, reviews, budget_minutes=budget_minutes,
+                               base_sets=sets, base_per_set=base_per_set,
+                               synthetic_per_label=synthetic_per_label, champion=champion,
+                               min_confidence=min_confidence, num_workers=workers, seed=seed)
+    except LLMUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except ShopsenseError:
+        raise
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
+        return
+    c = result["counts"]
+    typer.echo(f"{result['model']} ({'champion' if result['promoted'] else 'not promoted'}: "
+               f"{result['decision']}); {c['input']} reviews, auto-labelled "
+               f"{c['auto_labelled']} (coverage {result['labeller']['coverage']:.0%}), synthetic "
+               f"{c['synthetic_kept']}/{c['synthetic_generated']} kept (AUC "
+               f"{result['discriminator_auc']['before']} -> "
+               f"{result['discriminator_auc']['after']}), {result['minutes']:.1f} min")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(pipeline_app, name="pipeline")
+    app.command("coldstart")(coldstart_cmd)

@@ -121,36 +121,99 @@ def scrape_reviews(*, out_dir: str | Path, seeds: list[str], max_pages: int,
 
 def synthesize_reviews(*, scraped_dir: str | Path, out_dir: str | Path, category: str,
                        per_label: int, image_fraction: float = 0.5, seed: int = 0,
-                       max_products: int = 20, llm_base_url: str | None = None
-                       ) -> dict[str, Any]:
+                       max_products: int = 20, llm_base_url: str | None = None,
+                       generator: str = "grounded", style_dir: str | Path | None = None,
+                       max_style_examples: int = 200,
+                       count_per_label: dict[str, int] | None = None,
+                       budget_s: float | None = None) -> dict[str, Any]:
     """Synthesize a balanced dataset for ``category`` (``pipelines/synthesize``), naming the
-    products the scrape found in that category (the most reviewed first)."""
+    products found in that category (the most reviewed first) in ``scraped_dir`` and, when
+    given, ``style_dir``, whose reviews of the category are also the LLM's style examples.
+
+    ``generator``: ``grounded`` (the template generator), ``llm`` (the LLM at
+    ``llm_base_url``, else the configured one: the embedded server is started when none is
+    set) or ``auto`` (the LLM when one can be reached or started, else the template generator,
+    which the records' provenance then names)."""
+    import contextlib
     from collections import Counter
 
     from pipelines.synthesize.run import run_synthesize
     from pipelines.synthesize.spec import GenerationSpec
+    from shopsense.errors import LLMUnavailable
     from shopsense.settings import get_settings
+    from shopsense.text import review_content
 
     _, scraped, _, _ = _read_local(scraped_dir)
-    names = Counter(r.product.name for r in scraped
+    pool = list(scraped)
+    style: list[str] = []
+    if style_dir is not None:
+        _, own, _, _ = _read_local(style_dir)
+        pool.extend(own)
+        rng = random.Random(seed)
+        style = [review_content(r.title, r.text) for r in own
+                 if r.text.strip() and (not r.product or r.product.category in (None, category))]
+        rng.shuffle(style)
+        style = style[:max_style_examples]
+    names = Counter(r.product.name for r in pool
                     if r.product and r.product.name and r.product.category == category)
-    chat = _chat(llm_base_url)
-    spec = GenerationSpec(category=category, seed=seed, image_fraction=image_fraction,
-                          products=[n for n, _ in names.most_common(max_products)],
-                          count_per_label={"negative": per_label, "neutral": per_label,
-                                           "positive": per_label},
-                          generator="llm" if chat is not None else "grounded")
-    res = run_synthesize(spec, dataset_uri(out_dir), chat=chat,
-                         data_dir=get_settings().data_dir)
+    counts = count_per_label or {"negative": per_label, "neutral": per_label,
+                                 "positive": per_label}
+    s = get_settings()
+    with contextlib.ExitStack() as stack:
+        chat, fallback_reason = None, None
+        if llm_base_url:
+            chat = _chat(llm_base_url)
+        elif generator in ("llm", "auto"):
+            from shopsense.llm import chat_model_for
+            from shopsense.llm.server import llm_endpoint
+
+            try:
+                ep = stack.enter_context(llm_endpoint(s))
+                chat = chat_model_for(ep, timeout_s=max(300.0, s.llm_timeout_s))
+            except LLMUnavailable as exc:
+                if generator == "llm":
+                    raise
+                fallback_reason = str(exc)
+                log.warning("no LLM for synthesis (%s): the template generator writes", exc)
+        spec = GenerationSpec(category=category, seed=seed, image_fraction=image_fraction,
+                              products=[n for n, _ in names.most_common(max_products)],
+                              count_per_label=counts,  # type: ignore[arg-type]
+                              generator="llm" if chat is not None else "grounded",
+                              style_examples=style)
+        res = run_synthesize(spec, dataset_uri(out_dir), chat=chat, data_dir=s.data_dir,
+                             budget_s=budget_s)
     return {"count": res.manifest.count, "digest": res.manifest.digest,
+            "stopped_early": res.stopped_early,
             "products": len(spec.products), "images": res.images,
-            "generators": res.generators, "llm_fallbacks": res.llm_fallbacks}
+            "generators": res.generators, "llm_fallbacks": res.llm_fallbacks,
+            "style_examples": len(style), "llm_unavailable": fallback_reason}
+
+
+def auto_label_reviews(*, reviews_dir: str | Path, out_dir: str | Path,
+                       min_confidence: float = 0.9, llm_weight: float = 0.75,
+                       champion: str | None = None, use_llm: bool = True,
+                       llm_budget_s: float | None = None,
+                       llm_base_url: str | None = None) -> dict[str, Any]:
+    """Labels for the reviews that have none (``pipelines/label``): ratings, then the LLM and
+    the champion pooled; confident labels only, each with its source and confidence."""
+    from pipelines.label.run import AutoLabelConfig, run_auto_label
+    from shopsense.settings import get_settings
+
+    s = get_settings()
+    if llm_base_url:
+        s = s.model_copy(update={"llm_base_url": llm_base_url})
+    cfg = AutoLabelConfig(min_confidence=min_confidence, llm_weight=llm_weight,
+                          champion=champion or None, use_llm=use_llm,
+                          llm_budget_s=llm_budget_s or None)
+    report = run_auto_label(dataset_uri(reviews_dir), dataset_uri(out_dir), cfg, settings=s)
+    return report.model_dump(mode="json")
 
 
 def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
                      kept_dir: str | Path, rejected_dir: str | Path, target_auc: float = 0.6,
                      min_keep_fraction: float = 0.5, text_features: str = "embedding",
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, teacher: str | None = None,
+                     label_check: str = "opposite") -> dict[str, Any]:
     """Adversarial validation (``pipelines/validate``) of the synthetic reviews against the
     real ones (the scraped and the imported datasets); pushes the quality figures to the
     Pushgateway when one is set."""
@@ -161,7 +224,8 @@ def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
 
     s = get_settings()
     cfg = ValidateConfig(target_auc=target_auc, min_keep_fraction=min_keep_fraction,
-                         text_features=text_features, seed=seed)  # type: ignore[arg-type]
+                         text_features=text_features, seed=seed, teacher=teacher or None,
+                         label_check=label_check)  # type: ignore[arg-type]
     report = run_validate(",".join(dataset_uri(d) for d in real_dirs),
                           dataset_uri(synthetic_dir),
                           dataset_uri(kept_dir), cfg, data_dir=s.data_dir,
@@ -323,7 +387,8 @@ def evaluate_model(*, model_dir: str | Path, heldout_data: str | Path,
 def register_model(*, model_dir: str | Path, report_path: str | Path,
                    heldout_data: str | Path, margin: float = 0.0,
                    floors: dict[str, float] | None = None,
-                   ceilings: dict[str, float] | None = None) -> dict[str, Any]:
+                   ceilings: dict[str, float] | None = None,
+                   tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Log the run to MLflow, register a version (alias ``challenger``) and move ``champion``
     when the promotion policy allows it; the decision is tagged on the version.
 
@@ -360,7 +425,8 @@ def register_model(*, model_dir: str | Path, report_path: str | Path,
         settings, bundle_dir=model_dir / info["bundle"], params=info["params"],
         metrics=metrics, evaluation=report, eval_records=rows, champion_scorer=rescore,
         experiment="shopsense-pipeline", tags={"recipe": info["recipe"], "pipeline":
-                                               "review-sentiment", "ray_run": info["run_name"]},
+                                               "review-sentiment", "ray_run": info["run_name"],
+                                               **(tags or {})},
         policy=policy, challenger=True, dataset_digest=info["dataset_digest"],
         artifacts={"evaluation_report.json": report}, python_model=python_model)
     return {k: out[k] for k in ("name", "version", "promote", "reason", "previous",

@@ -35,15 +35,21 @@ class SynthesizeResult(BaseModel):
     generators: dict[str, int]
     images: int
     llm_fallbacks: int = 0
+    stopped_early: bool = False
 
 
 def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: Any = None,
                    data_dir: Any = None, store: ObjectStore | None = None,
-                   progress: bool = False) -> SynthesizeResult:
+                   progress: bool = False, budget_s: float | None = None) -> SynthesizeResult:
     """Generate the dataset ``spec`` describes and publish it at the dataset URI ``out``.
 
     ``chat``: a LangChain chat model for ``generator="llm"``; ``images``: an image backend
-    with ``render(photo_spec, seed) -> bytes`` and ``name`` (default: procedural)."""
+    with ``render(photo_spec, seed) -> bytes`` and ``name`` (default: procedural).
+    ``budget_s``: stop after this many seconds with what is made (the plan's order mixes the
+    labels, so an early stop keeps them near balance; ``stopped_early`` says so)."""
+    import time
+
+    started = time.monotonic()
     if store is None:
         store, prefix = open_dataset_uri(out)
     else:
@@ -74,7 +80,13 @@ def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: 
         from tqdm import tqdm
 
         bar = tqdm(total=len(plan), desc="synthesize", unit="review")
+    stopped_early = False
     for k in order:
+        if budget_s is not None and reviews and time.monotonic() - started > budget_s:
+            stopped_early = True
+            log.info("synthesis budget of %.0f s spent: %d of %d reviews made", budget_s,
+                     len(reviews), len(plan))
+            break
         label, i = plan[int(k)]
         product = products[i % len(products)]
         aspect = spec.aspects[(i + int(rng.integers(len(spec.aspects)))) % len(spec.aspects)]
@@ -123,4 +135,5 @@ def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: 
                              images=blobs)
     return SynthesizeResult(dataset_uri=out, manifest=manifest, generators=generators,
                             images=len(blobs),
-                            llm_fallbacks=getattr(gen, "failures", 0))
+                            llm_fallbacks=getattr(gen, "failures", 0),
+                            stopped_early=stopped_early)

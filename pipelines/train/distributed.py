@@ -196,6 +196,7 @@ def worker_loop(raw: dict) -> None:
                 "train_seconds": elapsed,
                 "setup_seconds": setup_seconds,
                 "world_size": world,
+                **{f"teacher_{k}": v for k, v in getattr(task, "teacher_counts", {}).items()},
             }, rank, final=final)
             if not final:
                 _maybe_die(config, rank, world, task.step)
@@ -284,7 +285,8 @@ def train_distributed(config: DistributedConfig, settings=None, *,
     train_metrics = {"train_loss_last": float(metrics["loss"]),
                      "train_samples_per_second": float(metrics["samples_per_second"]),
                      "train_workers": config.num_workers,
-                     "train_resumed_from_step": int(metrics["resumed_from_step"])}
+                     "train_resumed_from_step": int(metrics["resumed_from_step"]),
+                     **{k: float(v) for k, v in metrics.items() if k.startswith("teacher_")}}
     common = dict(model=config.model, bundle_dir=out_dir, checkpoint_path=result.checkpoint.path,
                   run_name=run_name, num_workers=config.num_workers,
                   resumed_from_step=int(metrics["resumed_from_step"]),

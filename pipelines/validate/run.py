@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from shopsense.text import NearDuplicateIndex
+from shopsense import LABELS
 from shopsense.data.dataset import (
     dataset_images,
     open_dataset_uri,
@@ -41,6 +41,7 @@ from shopsense.data.dataset import (
 )
 from shopsense.schemas import Review
 from shopsense.store import ObjectNotFound, ObjectStore, join_key
+from shopsense.text import NearDuplicateIndex, review_content
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,13 @@ class ValidateConfig(BaseModel):
     min_english: float = Field(0.15, description="share of words that are English function "
                                "words")
     near_duplicate_threshold: float = 0.7
-    teacher: str | None = Field(None, description="model URI or bundle dir; default VADER")
+    teacher: str | None = Field(None, description="'llm' (the configured LLM), a model URI or "
+                                "bundle dir; default VADER")
     teacher_threshold: float = Field(0.9, description="reject when the teacher gives the "
                                      "opposite polarity at least this probability")
+    label_check: Literal["opposite", "agree"] = Field(
+        "opposite", description="opposite: reject clear contradictions only; agree: keep only "
+        "what the labeller reads as the spec's label")
     text_features: Literal["embedding", "style"] = "embedding"
     image_features: bool = True
     folds: int = 5
@@ -152,7 +157,21 @@ def _load_real(real: str, data_dir: Any
     return reviews, origins
 
 
+def _llm_teacher(texts: list[str]) -> np.ndarray:
+    from shopsense.llm.server import llm_endpoint
+    from shopsense.llm.teacher import teacher_labeller, teacher_labels
+
+    with llm_endpoint() as ep:
+        cache = teacher_labels(ep)
+        try:
+            return teacher_labeller(ep).proba(texts, cache=cache)
+        finally:
+            cache.compact()
+
+
 def _teacher(uri: str | None) -> Callable[[list[str]], np.ndarray]:
+    if uri == "llm":
+        return _llm_teacher
     if uri is None:
         from shopsense.baselines import vader_proba
 
@@ -214,10 +233,18 @@ def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | N
         dup = index.add(r.id, r.text)
         if dup is not None:
             reasons[r.id] = ("duplicate", f"{dup[0]} duplicate of {dup[1]}")
-    candidates = [r for r in syn if r.id not in reasons and r.label in ("negative", "positive")]
+    polar = ("negative", "positive")
+    candidates = [r for r in syn if r.id not in reasons and
+                  (r.label in polar or (cfg.label_check == "agree" and r.label))]
     if candidates:
-        proba = (teacher or _teacher(cfg.teacher))([r.text for r in candidates])
+        proba = (teacher or _teacher(cfg.teacher))([review_content(r.title, r.text)
+                                                     for r in candidates])
         for r, row in zip(candidates, proba):
+            if cfg.label_check == "agree":
+                said = LABELS[int(np.argmax(row))]
+                if said != r.label:
+                    reasons[r.id] = ("label", f"labeller reads {said} ({row.max():.2f})")
+                continue
             opposite = row[0] if r.label == "positive" else row[2]
             if opposite >= cfg.teacher_threshold:
                 reasons[r.id] = ("label", f"teacher gives the opposite polarity {opposite:.2f}")

@@ -97,6 +97,12 @@ RECIPES: dict[str, dict] = {
         "lr_lora": 1e-3,
         "image_pool": 240,
     },
+    # `full` distilled from the LLM: its label distributions for every training text the
+    # teacher-label cache holds (``shopsense llm label`` fills it).
+    "distilled": {"teacher": "auto"},
+    # `shopsense coldstart`: the caller hands in capped base sets plus the category's
+    # auto-labelled reviews and kept synthetic ones; the teacher covers what the LLM read.
+    "coldstart": {"epochs": 2.0, "teacher": "auto", "image_pool": 300},
 }
 
 
