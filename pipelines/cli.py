@@ -40,7 +40,9 @@ LOCAL_ARGUMENTS: dict = {
 }
 
 
-_CHOICES = {"model_kind": ("compact", "llava"), "validate_features": ("embedding", "style")}
+_CHOICES = {"model_kind": ("compact", "llava"), "validate_features": ("embedding", "style"),
+            "synth_generator": ("grounded", "llm", "auto"), "validate_teacher": ("", "llm"),
+            "teacher": ("", "auto")}
 # Allowed ranges (inclusive; None: open), checked before anything runs, so that a mistake is
 # not found minutes later inside a step (or in the cluster, after `submit`).
 _RANGES = {
@@ -50,7 +52,7 @@ _RANGES = {
     "floor_accuracy": (0.0, 1.0), "max_ece": (0.0, 1.0), "scrape_max_pages": (1, None),
     "demo_base_port": (0, 65530), "synth_per_label": (1, None),
     "synth_image_fraction": (0.0, 1.0), "validate_target_auc": (0.5, 1.0),
-    "validate_min_keep": (0.0, 1.0),
+    "validate_min_keep": (0.0, 1.0), "label_min_confidence": (0.34, 1.0),
 }
 
 

@@ -66,21 +66,45 @@ def scrape_reviews(
 
 
 @component
+def auto_label_reviews(
+    reviews_uri: str,
+    champion: str,
+    min_confidence: float,
+    llm_base_url: str,
+    labelled: Output[Dataset],
+    metrics: Output[Metrics],
+):
+    """The category's unlabelled reviews (a dataset URI; empty: none) with automatic labels:
+    ratings, then the LLM and the champion pooled, confident labels only."""
+    from pipelines.steps import auto_label_reviews as run
+
+    info = run(reviews_dir=reviews_uri or None, out_dir=labelled.path,
+               min_confidence=min_confidence, champion=champion or None,
+               llm_base_url=llm_base_url or None)
+    labelled.metadata.update({"to_label": info["to_label"], "coverage": info["coverage"]})
+    for key in ("to_label", "coverage", "from_rating", "llm_read", "unlabelled"):
+        metrics.log_metric(key, float(info[key]))
+
+
+@component
 def synthesize_reviews(
     scraped: Input[Dataset],
+    style: Input[Dataset],
     category: str,
     per_label: int,
     image_fraction: float,
     seed: int,
     llm_base_url: str,
+    generator: str,
     synthetic: Output[Dataset],
 ):
-    """A balanced synthetic dataset (text + photos) for the category, naming scraped products."""
+    """A balanced synthetic dataset (text + photos) for the category, naming scraped products;
+    with an LLM, in the style of the category's own reviews (``style``)."""
     from pipelines.steps import synthesize_reviews as run
 
     info = run(scraped_dir=scraped.path, out_dir=synthetic.path, category=category,
                per_label=per_label, image_fraction=image_fraction, seed=seed,
-               llm_base_url=llm_base_url or None)
+               llm_base_url=llm_base_url or None, generator=generator, style_dir=style.path)
     synthetic.metadata.update({k: info[k] for k in ("count", "digest", "products", "images")})
 
 
@@ -88,11 +112,13 @@ def synthesize_reviews(
 def validate_reviews(
     scraped: Input[Dataset],
     imported: Input[Dataset],
+    category_reviews: Input[Dataset],
     synthetic: Input[Dataset],
     target_auc: float,
     min_keep_fraction: float,
     text_features: str,
     seed: int,
+    teacher: str,
     kept: Output[Dataset],
     rejected: Output[Dataset],
     report: Output[Artifact],
@@ -105,9 +131,15 @@ def validate_reviews(
 
     from pipelines.steps import validate_reviews as run
 
-    out = run(real_dirs=[scraped.path, imported.path], synthetic_dir=synthetic.path, kept_dir=kept.path,
+    from pipelines.steps import dataset_count
+
+    # the category's own reviews are what synthetic ones must pass for, when there are some
+    real = ([category_reviews.path] if dataset_count(category_reviews.path)
+            else [scraped.path, imported.path])
+    out = run(real_dirs=real, synthetic_dir=synthetic.path, kept_dir=kept.path,
               rejected_dir=rejected.path, target_auc=target_auc,
-              min_keep_fraction=min_keep_fraction, text_features=text_features, seed=seed)
+              min_keep_fraction=min_keep_fraction, text_features=text_features, seed=seed,
+              teacher=teacher or None, label_check="agree" if teacher == "llm" else "opposite")
     with open(report.path, "w") as fh:
         json.dump(out, fh, indent=2)
     kept.metadata.update({"count": out["kept"]})
@@ -121,16 +153,17 @@ def validate_reviews(
 def assemble_training_data(
     imported: Input[Dataset],
     scraped: Input[Dataset],
+    labelled: Input[Dataset],
     synthetic: Input[Dataset],
     heldout: Input[Dataset],
     training: Output[Dataset],
 ):
-    """Imported, scraped and validated synthetic reviews as one training dataset, without any
-    review that (nearly) repeats a held-out one or an earlier one."""
+    """Auto-labelled, imported, scraped and validated synthetic reviews as one training
+    dataset, without any review that (nearly) repeats a held-out one or an earlier one."""
     from pipelines.steps import assemble_training_data as run
 
-    info = run(parts={"imported": imported.path, "scraped": scraped.path,
-                      "synthetic": synthetic.path},
+    info = run(parts={"labelled": labelled.path, "imported": imported.path,
+                      "scraped": scraped.path, "synthetic": synthetic.path},
                heldout_dir=heldout.path, out_dir=training.path)
     training.metadata.update({"count": info["count"], "digest": info["digest"],
                               **{f"{k}_kept": v["kept"] for k, v in info["parts"].items()},
@@ -141,6 +174,8 @@ def assemble_training_data(
 @component
 def train_model(
     train_data: Input[Dataset],
+    unlabelled: Input[Dataset],
+    teacher: str,
     model_kind: str,
     recipe: str,
     epochs: float,
@@ -160,8 +195,12 @@ def train_model(
     from pipelines.steps import train_model as run
 
     os.makedirs(model.path, exist_ok=True)
+    from pipelines.steps import dataset_count, dataset_uri
+
     overrides = {"epochs": epochs, "max_length": max_length, "batch_size": batch_size,
-                 "image_pool": image_pool}
+                 "image_pool": image_pool, "teacher": teacher or None}
+    if teacher and dataset_count(unlabelled.path):  # distilled on every category review
+        overrides["unlabelled_datasets"] = [dataset_uri(unlabelled.path)]
     info = run(train_data=train_data.path, model_dir=model.path, model_kind=model_kind,
                recipe=recipe, overrides=overrides, num_workers=num_workers, use_gpu=use_gpu,
                checkpoint_uri=checkpoint_uri or None, run_name=run_name or None)

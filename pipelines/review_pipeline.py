@@ -1,5 +1,5 @@
-"""The Kubeflow pipeline ``review-sentiment``: scrape → synthesize → validate → train →
-evaluate → register.
+"""The Kubeflow pipeline ``review-sentiment``: scrape → auto-label → synthesize → validate →
+train → evaluate → register.
 
 Steps (components in :mod:`pipelines.components`, logic in :mod:`pipelines.steps`):
 
@@ -8,8 +8,12 @@ Steps (components in :mod:`pipelines.components`, logic in :mod:`pipelines.steps
 2. ``scrape-reviews`` — the scraping agent (Playwright + Chromium, a bandit over sources that
    learns across runs from its state in the object store); with no seeds, the embedded demo
    shop. Everything scraped so far, as a dataset.
-3. ``synthesize-reviews`` — a balanced synthetic dataset for one category (the cold-start
-   category), naming the products the scrape found; the LLM writes the text when one is set.
+3. ``auto-label-reviews`` — the cold-start category's unlabelled reviews (the dataset URI
+   ``unlabelled_reviews``; none by default) labelled by ratings, then by the LLM and the
+   champion pooled (confident labels only, each with its source and confidence).
+   ``synthesize-reviews`` — a balanced synthetic dataset for one category (the cold-start
+   category), naming the products found; with ``synth_generator`` ``llm``/``auto`` the LLM
+   writes the text in the style of the category's own reviews.
 4. ``validate-reviews`` — adversarial validation of the synthetic reviews against the real
    ones (scraped and imported): kept and rejected datasets, a JSON report, the discriminator AUC.
 5. ``assemble-training-data`` — imported + scraped + kept synthetic reviews, minus any review
@@ -124,6 +128,12 @@ def review_sentiment(
     validate_min_keep: float = 0.5,
     validate_features: str = "embedding",
     llm_base_url: str = "",
+    unlabelled_reviews: str = "",
+    label_champion: str = "",
+    label_min_confidence: float = 0.9,
+    synth_generator: str = "grounded",
+    validate_teacher: str = "",
+    teacher: str = "",
 ) -> NamedTuple("Outputs", model=str, version=str, champion=bool, reason=str):
     data = c.import_reviews(train_sets=train_sets, heldout_sets=heldout_sets,
                             max_train_per_set=max_train_per_set,
@@ -138,30 +148,42 @@ def review_sentiment(
     scrape.set_cpu_limit("2").set_memory_limit("4G")  # Chromium
     _with_data(_secret(scrape, MINIO_SECRET))  # the agent's state and datasets live in MinIO
 
-    synth = c.synthesize_reviews(scraped=scrape.outputs["scraped"], category=synth_category,
+    label = c.auto_label_reviews(reviews_uri=unlabelled_reviews, champion=label_champion,
+                                 min_confidence=label_min_confidence,
+                                 llm_base_url=llm_base_url)
+    label.set_retry(num_retries=2, backoff_duration="30s")  # the LLM server may blip
+    label.set_cpu_limit("2").set_memory_limit("4G")
+    _secret(_secret(label, MLFLOW_SECRET, optional=True), MINIO_SECRET)  # champion, cache
+
+    synth = c.synthesize_reviews(scraped=scrape.outputs["scraped"],
+                                 style=label.outputs["labelled"], category=synth_category,
                                  per_label=synth_per_label,
                                  image_fraction=synth_image_fraction, seed=seed,
-                                 llm_base_url=llm_base_url)
+                                 llm_base_url=llm_base_url, generator=synth_generator)
     synth.set_retry(num_retries=2, backoff_duration="30s")  # the LLM server may blip
     synth.set_cpu_limit("2").set_memory_limit("4G")
     _with_data(synth)
 
     validate = c.validate_reviews(scraped=scrape.outputs["scraped"],
                                   imported=data.outputs["train_data"],
+                                  category_reviews=label.outputs["labelled"],
                                   synthetic=synth.outputs["synthetic"],
                                   target_auc=validate_target_auc,
                                   min_keep_fraction=validate_min_keep,
-                                  text_features=validate_features, seed=seed)
+                                  text_features=validate_features, seed=seed,
+                                  teacher=validate_teacher)
     validate.set_cpu_limit("2").set_memory_limit("6G")
 
     assemble = c.assemble_training_data(imported=data.outputs["train_data"],
                                         scraped=scrape.outputs["scraped"],
+                                        labelled=label.outputs["labelled"],
                                         synthetic=validate.outputs["kept"],
                                         heldout=data.outputs["heldout_data"])
     assemble.set_cpu_limit("1").set_memory_limit("4G")
     train_data = assemble.outputs["training"]
 
-    train = c.train_model(train_data=train_data, model_kind=model_kind, recipe=recipe,
+    train = c.train_model(train_data=train_data, unlabelled=label.outputs["labelled"],
+                          teacher=teacher, model_kind=model_kind, recipe=recipe,
                           epochs=epochs, max_length=max_length, batch_size=batch_size,
                           image_pool=image_pool, num_workers=num_workers, use_gpu=use_gpu,
                           checkpoint_uri=checkpoint_uri,
@@ -181,7 +203,7 @@ def review_sentiment(
                                 max_ece=max_ece)
     register.set_retry(num_retries=3, backoff_duration="15s")  # the MLflow server may blip
     _secret(_secret(register, MLFLOW_SECRET, optional=True), MINIO_SECRET)
-    for task in (data, scrape, synth, validate, assemble, train, evaluate, register):
+    for task in (data, scrape, label, synth, validate, assemble, train, evaluate, register):
         _settings(task)
     outputs = NamedTuple("Outputs", model=str, version=str, champion=bool, reason=str)
     return outputs(register.outputs["model"], register.outputs["version"],

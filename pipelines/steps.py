@@ -48,6 +48,15 @@ def import_reviews(*, sets: list[str], out_dir: str | Path, max_per_set: int | N
     return {"count": manifest.count, "digest": manifest.digest, "uri": dataset_uri(out)}
 
 
+def dataset_count(path: str | Path) -> int:
+    """How many reviews the dataset in the artifact folder ``path`` holds."""
+    from shopsense.data.dataset import read_manifest
+    from shopsense.store import LocalStore
+
+    path = Path(path).resolve()
+    return read_manifest(LocalStore(path.parent), path.name).count
+
+
 def _read_local(path: str | Path):
     """(manifest, reviews, store, prefix) of the dataset in the artifact folder ``path``."""
     from shopsense.data.dataset import read_dataset
@@ -189,23 +198,31 @@ def synthesize_reviews(*, scraped_dir: str | Path, out_dir: str | Path, category
             "style_examples": len(style), "llm_unavailable": fallback_reason}
 
 
-def auto_label_reviews(*, reviews_dir: str | Path, out_dir: str | Path,
+def auto_label_reviews(*, reviews_dir: str | Path | None, out_dir: str | Path,
                        min_confidence: float = 0.9, llm_weight: float = 0.75,
                        champion: str | None = None, use_llm: bool = True,
                        llm_budget_s: float | None = None,
                        llm_base_url: str | None = None) -> dict[str, Any]:
     """Labels for the reviews that have none (``pipelines/label``): ratings, then the LLM and
-    the champion pooled; confident labels only, each with its source and confidence."""
+    the champion pooled; confident labels only, each with its source and confidence.
+    ``reviews_dir``: an artifact folder or a dataset URI (``s3://…``); ``None`` or ``""``:
+    there are none, and the output is an empty dataset (the pipeline's default)."""
     from pipelines.label.run import AutoLabelConfig, run_auto_label
     from shopsense.settings import get_settings
 
+    if not reviews_dir:
+        out = _write_local(out_dir, [], name="unlabelled-none",
+                           provenance=[{"step": "auto_label", "input": None}])
+        return {"total": 0, "to_label": 0, "labelled": {}, "unlabelled": 0, "coverage": 1.0,
+                "from_rating": 0, "llm_read": 0, "count": out.count}
     s = get_settings()
     if llm_base_url:
         s = s.model_copy(update={"llm_base_url": llm_base_url})
     cfg = AutoLabelConfig(min_confidence=min_confidence, llm_weight=llm_weight,
                           champion=champion or None, use_llm=use_llm,
                           llm_budget_s=llm_budget_s or None)
-    report = run_auto_label(dataset_uri(reviews_dir), dataset_uri(out_dir), cfg, settings=s)
+    source = str(reviews_dir) if "://" in str(reviews_dir) else dataset_uri(reviews_dir)
+    report = run_auto_label(source, dataset_uri(out_dir), cfg, settings=s)
     return report.model_dump(mode="json")
 
 

@@ -53,20 +53,24 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     spec, platform = _docs(MANIFEST)
     assert spec["pipelineInfo"]["name"] == PIPELINE_NAME
     dag = spec["root"]["dag"]["tasks"]
-    assert set(dag) == {"import-reviews", "scrape-reviews", "synthesize-reviews",
-                        "validate-reviews", "assemble-training-data", "train-model",
-                        "evaluate-model", "register-model"}
-    # scrape → synthesize → validate → (assemble) → train → evaluate → register
-    assert dag["synthesize-reviews"]["dependentTasks"] == ["scrape-reviews"]
+    assert set(dag) == {"import-reviews", "scrape-reviews", "auto-label-reviews",
+                        "synthesize-reviews", "validate-reviews", "assemble-training-data",
+                        "train-model", "evaluate-model", "register-model"}
+    # scrape + auto-label → synthesize → validate → (assemble) → train → evaluate → register
+    assert set(dag["synthesize-reviews"]["dependentTasks"]) == {"scrape-reviews",
+                                                                "auto-label-reviews"}
     assert set(dag["validate-reviews"]["dependentTasks"]) == {
-        "import-reviews", "scrape-reviews", "synthesize-reviews"}
+        "import-reviews", "scrape-reviews", "auto-label-reviews", "synthesize-reviews"}
     assert set(dag["assemble-training-data"]["dependentTasks"]) == {
-        "import-reviews", "scrape-reviews", "validate-reviews"}
+        "import-reviews", "scrape-reviews", "auto-label-reviews", "validate-reviews"}
+    assert dag["auto-label-reviews"]["inputs"]["parameters"]["reviews_uri"][
+        "componentInputParameter"] == "unlabelled_reviews"
     inputs = dag["assemble-training-data"]["inputs"]["artifacts"]
     assert inputs["synthetic"]["taskOutputArtifact"] == {"outputArtifactKey": "kept",
                                                          "producerTask": "validate-reviews"}
     assert inputs["heldout"]["taskOutputArtifact"]["producerTask"] == "import-reviews"
-    assert dag["train-model"]["dependentTasks"] == ["assemble-training-data"]
+    assert set(dag["train-model"]["dependentTasks"]) == {"assemble-training-data",
+                                                         "auto-label-reviews"}
     assert set(dag["register-model"]["dependentTasks"]) == {
         "evaluate-model", "import-reviews", "train-model"}
     # typed artifacts between the steps
@@ -101,8 +105,8 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     assert "SHOPSENSE_DATA_DIR=/data" in (
         MANIFEST.parents[2] / "images" / "pipeline-step.Dockerfile").read_text()
     # retries on the flaky steps
-    for task in ("import-reviews", "scrape-reviews", "synthesize-reviews", "train-model",
-                 "register-model"):
+    for task in ("import-reviews", "scrape-reviews", "auto-label-reviews", "synthesize-reviews",
+                 "train-model", "register-model"):
         assert dag[task]["retryPolicy"]["maxRetryCount"] >= 2
     # ... the labels of kind's GPU node and the chart's GPU pool
     root = MANIFEST.parents[2]
