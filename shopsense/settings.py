@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,13 @@ class VLLMSettings(BaseModel):
     tensor_parallel_size: int = 1
     accelerator_type: str | None = None
     timeout_s: float = 60.0
+    structured_output: Literal["json_schema", "json_object"] = Field(
+        "json_schema", description="how requests constrain the answer to the label schema: "
+        "json_schema (vLLM, OpenAI) | json_object with a schema (llama.cpp's server)")
+    message_content: Literal["parts", "text"] = Field(
+        "parts", description="message contents as lists of parts (text, image_url; "
+        "LLaVA-1.6-Mistral's chat template reads them so) | strings (text-only servers such as "
+        "llama.cpp's with a GGUF chat template)")
 
 
 class LLMSettings(BaseModel):

@@ -202,6 +202,7 @@ def build_messages(
     image: Image.Image | None,
     *,
     max_text_chars: int = MAX_REVIEW_CHARS,
+    as_parts: bool = True,
 ) -> list[dict[str, Any]]:
     """OpenAI chat messages asking for the sentiment of one review (text, photo or both).
 
@@ -234,7 +235,13 @@ def build_messages(
             "text": "Classify the sentiment this product review photo expresses.",
         })
     # The system content is a list of text parts: LLaVA-1.6-Mistral's chat template reads
-    # message['content'][0]['text'] for the system role.
+    # message['content'][0]['text'] for the system role. Text-only servers whose chat templates
+    # take strings (llama.cpp's with a GGUF template) get strings (``as_parts=False``).
+    if not as_parts:
+        if image is not None:
+            raise InvalidInput("this model server reads text only; send the review's text")
+        return [{"role": "system", "content": SYSTEM_PROMPT},
+                {"role": "user", "content": parts[0]["text"]}]
     return [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
         {"role": "user", "content": parts},
@@ -256,6 +263,15 @@ MAX_TOKENS = 24
 TOP_LOGPROBS = 5
 
 
+def response_format(kind: str) -> dict[str, Any]:
+    """The label schema as an OpenAI ``response_format``: ``json_schema`` (vLLM, OpenAI) or
+    ``json_object`` with a ``schema`` (llama.cpp's server, which vLLM also accepts)."""
+    if kind == "json_object":
+        return {"type": "json_object", "schema": LABEL_SCHEMA}
+    return {"type": "json_schema",
+            "json_schema": {"name": "review_sentiment", "schema": LABEL_SCHEMA, "strict": True}}
+
+
 def build_request(messages: list[dict[str, Any]], settings: VLLMSettings) -> dict[str, Any]:
     """The ``/v1/chat/completions`` body: greedy, short, constrained to :data:`LABEL_SCHEMA`,
     with per-token log-probabilities (and the top alternatives) for the scores."""
@@ -266,10 +282,7 @@ def build_request(messages: list[dict[str, Any]], settings: VLLMSettings) -> dic
         "max_tokens": MAX_TOKENS,
         "n": 1,
         "stream": False,
-        "response_format": {
-            "type": "json_schema",
-            "json_schema": {"name": "review_sentiment", "schema": LABEL_SCHEMA, "strict": True},
-        },
+        "response_format": response_format(settings.structured_output),
         "logprobs": True,
         "top_logprobs": TOP_LOGPROBS,
     }
@@ -495,7 +508,8 @@ class VLLMBackend:
         return list(self._executor().map(self._predict_one, items))
 
     def _predict_one(self, item: ClassifierInput) -> ClassifierOutput:
-        body = build_request(build_messages(item.text, item.image), self.settings)
+        body = build_request(build_messages(item.text, item.image, as_parts=(
+            self.settings.message_content == "parts")), self.settings)
         try:
             resp = self._client.post(self.url, json=body)
         except httpx.TimeoutException as exc:
