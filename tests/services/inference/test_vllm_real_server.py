@@ -30,8 +30,8 @@ def test_backend_answers_through_the_real_server(smol_llm):
     for o in out:
         assert o.label in LABELS and list(o.modalities) == ["text"]
         assert set(o.scores) == set(LABELS) and sum(o.scores.values()) == pytest.approx(1, 1e-3)
-        # the label's score comes from the label tokens' logprobs, not a one-hot fallback
-        assert max(o.scores.values()) < 1.0
+    # scores come from the label tokens' logprobs (a confident answer can round to 1.0)
+    assert any(max(o.scores.values()) < 0.9999 for o in out)
     assert backend.model.version == "7"
 
 
