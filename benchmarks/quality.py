@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/quality.py                 # every registered version
     .venv/bin/python benchmarks/quality.py --model champion=models:/shopsense-sentiment@champion
+    .venv/bin/python benchmarks/quality.py --llm --half b --limit 500   # + the LLM teacher
+
+``--llm`` adds the LLM's zero-shot judgement (the teacher; labels it made before come from the
+teacher-label cache, the rest are made now: slow, about 2-5 s per review on 2 cores).
+``--half``/``--limit`` pick the same seeded records the teacher queue labels
+(:func:`shopsense.llm.teacher.texts_for`), so every system is scored on the same reviews.
 
 Held-out sets (never trained on by either recipe): Blitzer ``dvd`` (Amazon DVD reviews, a
 product category the model never saw) and UCI ``imdb`` (movie-review sentences, another
@@ -39,14 +45,53 @@ def default_models() -> dict[str, str]:
     return models
 
 
-def run(models: dict[str, str], sets: list[str], limit: int | None) -> list[dict]:
+def held_out_rows(sets: list[str], limit: int | None, half: str | None) -> list[dict]:
+    """Labelled records of the sets: all, or a seeded half, at most ``limit`` per set (the
+    selection :func:`shopsense.llm.teacher.texts_for` makes for the teacher)."""
+    import random
+
+    from shopsense.data.loaders import load_set
+    from shopsense.data.splits import seeded_half
+    from shopsense.model.train import review_rows
+
+    if half is None:
+        return load_labelled(sets, get_settings().data_dir, limit, seed=7)
+    rows = []
+    for name in sets:
+        reviews = seeded_half([r for r in load_set(name) if r.text.strip()], half, 7)
+        if limit:
+            random.Random(7).shuffle(reviews)
+            reviews = reviews[:limit]
+        rows.extend(review_rows(reviews, name))
+    return rows
+
+
+class _LLM:
+    """The LLM's zero-shot judgement as a system (through the teacher-label cache)."""
+
+    def __call__(self, texts):
+        from shopsense.llm.server import llm_endpoint
+        from shopsense.llm.teacher import teacher_labeller, teacher_labels
+
+        with llm_endpoint() as ep:
+            cache = teacher_labels(ep)
+            try:
+                return teacher_labeller(ep).proba(texts, cache=cache)
+            finally:
+                cache.compact()
+
+
+def run(models: dict[str, str], sets: list[str], limit: int | None, *, llm: bool = False,
+        half: str | None = None) -> list[dict]:
     from shopsense import registry
     from shopsense.model.classifier import Predictor
 
     s = get_settings()
-    rows = load_labelled(sets, s.data_dir, limit, seed=7)
+    rows = held_out_rows(sets, limit, half)
     by_set = {name: [r for r in rows if r["set"] == name] for name in sets}
     systems: list[tuple[str, object]] = [(f"baseline:{b}", fn) for b, fn in BASELINES.items()]
+    if llm:
+        systems.append(("LLM teacher (zero-shot)", _LLM()))
     for label, uri in models.items():
         pred = Predictor.from_bundle(registry.resolve(s, uri).bundle_dir)
         systems.append((label, pred))
@@ -55,7 +100,7 @@ def run(models: dict[str, str], sets: list[str], limit: int | None) -> list[dict
         for label, sysobj in systems:
             start = time.perf_counter()
             texts = [r["text"] for r in recs]
-            if label.startswith("baseline:"):
+            if not isinstance(sysobj, Predictor):
                 proba = sysobj(texts)
             else:
                 proba = predict_in_batches(sysobj, texts, batch_size=64)
@@ -68,11 +113,14 @@ def run(models: dict[str, str], sets: list[str], limit: int | None) -> list[dict
 
 def print_table(results: list[dict]) -> None:
     base = {(r["set"]): r["macro_f1"] for r in results if r["system"] == "baseline:keyword"}
-    print(f"{'set':14s} {'system':22s} {'n':>5s} {'accuracy':>9s} {'macro-F1':>9s} {'vs keyword':>10s}")
+    llm = {r["set"]: r["accuracy"] for r in results if r["system"].startswith("LLM")}
+    print(f"{'set':14s} {'system':26s} {'n':>5s} {'accuracy':>9s} {'macro-F1':>9s} "
+          f"{'vs keyword':>10s}" + (f" {'acc. - LLM':>10s}" if llm else ""))
     for r in results:
         ratio = r["macro_f1"] / base[r["set"]] if base.get(r["set"]) else float("nan")
-        print(f"{r['set']:14s} {r['system']:22s} {r['n']:5d} {r['accuracy']:9.4f} "
-              f"{r['macro_f1']:9.4f} {ratio:9.2f}x")
+        gap = f" {r['accuracy'] - llm[r['set']]:+10.4f}" if r["set"] in llm else ""
+        print(f"{r['set']:14s} {r['system']:26s} {r['n']:5d} {r['accuracy']:9.4f} "
+              f"{r['macro_f1']:9.4f} {ratio:9.2f}x{gap}")
 
 
 def main() -> None:
@@ -82,13 +130,17 @@ def main() -> None:
     ap.add_argument("--sets", default=",".join(DEFAULT_EVAL_SETS))
     ap.add_argument("--limit", type=int, default=None, help="at most N reviews per set")
     ap.add_argument("--json", type=Path, default=None, help="also write raw results here")
+    ap.add_argument("--llm", action="store_true", help="also the LLM teacher, zero-shot")
+    ap.add_argument("--half", choices=("a", "b"), default=None,
+                    help="only the seeded half a or b of each set")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model) if args.model else default_models()
-    if not models:
+    if not models and not args.llm:
         sys.exit("error: no model registered; run `make demo` or `shopsense train` first")
     print(f"# quality on held-out real reviews, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
           f"{platform.machine()}")
-    results = run(models, [x for x in args.sets.split(",") if x], args.limit)
+    results = run(models, [x for x in args.sets.split(",") if x], args.limit, llm=args.llm,
+                  half=args.half)
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -7,8 +7,12 @@
    knowing nothing; run 2 starts from the source statistics, selectors, URL-pattern yields and
    frontier that run 1 persisted. Prints new valid reviews per page fetched for each run and
    where each run spent its pages.
+3. With ``--llm``: the full crawl again with the LLM advising (the configured LLM; the embedded
+   Qwen2.5-Coder-1.5B server when none is set), against the crawl without it from part 1:
+   per site, the selectors used (and whose: ``llm`` or ``heuristic``), the LLM proposals
+   rejected on the page and why, precision and recall, and the time the LLM cost.
 
-    .venv/bin/python benchmarks/scrape_quality.py [--products 40] [--budget 80] [--json]
+    .venv/bin/python benchmarks/scrape_quality.py [--products 40] [--budget 80] [--llm] [--json]
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--llm", action="store_true", help="part 3: the full crawl with the LLM")
+    ap.add_argument("--skip-learning", action="store_true", help="skip part 2")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out: dict = {"load_average_start": os.getloadavg()[0]}
@@ -79,7 +85,7 @@ def main() -> None:
         # --------------------------------------------------------- 2. learning across runs
         with tempfile.TemporaryDirectory() as d:
             runs = []
-            for n in (1, 2):
+            for n in (() if args.skip_learning else (1, 2)):
                 cfg = ScrapeConfig(seeds=shop.urls, store_uri=Path(d).as_uri(),
                                    max_pages=args.budget, concurrency=args.concurrency,
                                    seed=args.seed + n)
@@ -93,6 +99,8 @@ def main() -> None:
                     "new_by_site": {names[h]: s.new_reviews for h, s in r.per_source.items()},
                 })
         out["learning"] = runs
+        if args.llm:
+            out["with_llm"] = _llm_crawl(shop, args, names, truth)
 
     if args.json:
         print(json.dumps(out, indent=2))
@@ -113,6 +121,18 @@ def main() -> None:
           f"{f['pages_per_second']} pages/s ({f['wall_seconds_incl_browser_start_and_publish']} s "
           f"wall incl. browser start and publish); requests to robots-disallowed paths: "
           f"{f['disallowed_requests']}")
+    if "with_llm" in out:
+        g = out["with_llm"]
+        print(f"\nFull crawl with the LLM ({g['teacher']}): {g['llm_calls']} LLM calls, "
+              f"{g['seconds']} s crawling ({f['seconds']} s without), pages "
+              f"{g['pages']} ({f['pages']} without)")
+        print(f"{'site':11s} {'selectors':>10s} {'prec.':>6s} {'recall':>6s} {'(without)':>14s}  "
+              f"LLM proposals rejected on the page")
+        for name, s2 in g["per_site"].items():
+            base = f["per_site"].get(name, {})
+            print(f"{name:11s} {s2['selectors'] or '-':>10s} {s2['precision']:6.3f} "
+                  f"{s2['recall']:6.3f}   {base.get('precision', 0):.3f}/{base.get('recall', 0):.3f}"
+                  f"  {'; '.join(s2['llm_rejected']) or '-'}")
     print(f"\nLearning across runs: same store, {args.budget} pages per run")
     print(f"{'run':>3s} {'pages':>5s} {'new':>5s} {'new/page':>8s} {'dups':>5s} {'fail':>4s}  "
           f"pages by site (new reviews)")
@@ -122,6 +142,37 @@ def main() -> None:
         print(f"{r['run']:3d} {r['pages']:5d} {r['new_reviews']:5d} "
               f"{r['new_reviews_per_page']:8.3f} {r['duplicates']:5d} {r['failures']:4d}  "
               f"{spread}")
+
+
+def _llm_crawl(shop: DemoShop, args, names: dict[str, str], truth) -> dict:
+    """The full crawl of part 1 with the configured LLM proposing selectors and priors."""
+    from pipelines.scrape.state import load_state
+    from shopsense.llm import chat_model_for
+    from shopsense.llm.server import llm_endpoint
+    from shopsense.store import LocalStore
+
+    for site in shop.sites:
+        site.log.clear()
+        site.hits.clear()
+    with llm_endpoint() as ep, tempfile.TemporaryDirectory() as d:
+        cfg = ScrapeConfig(seeds=shop.urls, store_uri=Path(d).as_uri(), max_pages=100_000,
+                           concurrency=args.concurrency, seed=args.seed,
+                           record_extractions=True)
+        res = run_scrape(cfg, chat=chat_model_for(ep, timeout_s=600))
+        store = LocalStore(d)
+        state = {h: load_state(store, cfg.state_prefix, h).model_dump(mode="json")
+                 for h in res.per_source}
+    scores = score_extractions(res.extractions, truth)
+    per_site = {}
+    for host, r in res.per_source.items():
+        st = state.get(host, {})
+        sel = st.get("selectors") or {}
+        per_site[names[host]] = {
+            **scores[names[host]], "methods": r.methods,
+            "selectors": sel.get("origin") if sel else None,
+            "llm_rejected": [f for f in st.get("selector_failures", []) if f.startswith("llm")]}
+    return {"teacher": ep.identity, "llm_calls": res.llm_calls, "seconds": res.seconds,
+            "pages": res.pages, "pages_per_second": res.pages_per_second, "per_site": per_site}
 
 
 if __name__ == "__main__":
