@@ -171,7 +171,8 @@ def run_coldstart(category: str, reviews_file: Path, *, budget_minutes: float = 
     t = time.monotonic()
     validation = steps.validate_reviews(
         real_dirs=[work / "input"], synthetic_dir=work / "synthetic", kept_dir=work / "kept",
-        rejected_dir=work / "rejected", seed=seed, teacher="llm", label_check="agree")
+        rejected_dir=work / "rejected", seed=seed, teacher="llm", label_check="agree",
+        category=category)
     lap("validate", t)
 
     t = time.monotonic()

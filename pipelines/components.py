@@ -67,6 +67,7 @@ def scrape_reviews(
 
 @component
 def auto_label_reviews(
+    scraped: Input[Dataset],
     reviews_uri: str,
     champion: str,
     min_confidence: float,
@@ -74,11 +75,12 @@ def auto_label_reviews(
     labelled: Output[Dataset],
     metrics: Output[Metrics],
 ):
-    """The category's unlabelled reviews (a dataset URI; empty: none) with automatic labels:
-    ratings, then the LLM and the champion pooled, confident labels only."""
+    """The scraped reviews and the category's unlabelled ones (a dataset URI; empty: none)
+    with labels for those that had none: ratings, then the LLM and the champion pooled,
+    confident labels only."""
     from pipelines.steps import auto_label_reviews as run
 
-    info = run(reviews_dir=reviews_uri or None, out_dir=labelled.path,
+    info = run(reviews_dir=reviews_uri or None, also=[scraped.path], out_dir=labelled.path,
                min_confidence=min_confidence, champion=champion or None,
                llm_base_url=llm_base_url or None)
     labelled.metadata.update({"to_label": info["to_label"], "coverage": info["coverage"]})
@@ -110,10 +112,10 @@ def synthesize_reviews(
 
 @component
 def validate_reviews(
-    scraped: Input[Dataset],
     imported: Input[Dataset],
     category_reviews: Input[Dataset],
     synthetic: Input[Dataset],
+    category: str,
     target_auc: float,
     min_keep_fraction: float,
     text_features: str,
@@ -125,18 +127,16 @@ def validate_reviews(
     metrics: Output[Metrics],
 ):
     """Adversarial validation: keep the synthetic reviews a discriminator cannot tell from the
-    real ones (scraped and imported) and that pass the label, duplicate, length and language
+    real ones (the category's, scraped or handed in, else all scraped and imported) and that pass the label, duplicate, length and language
     gates."""
     import json
 
     from pipelines.steps import validate_reviews as run
 
-    from pipelines.steps import dataset_count
-
     # the category's own reviews are what synthetic ones must pass for, when there are some
-    real = ([category_reviews.path] if dataset_count(category_reviews.path)
-            else [scraped.path, imported.path])
-    out = run(real_dirs=real, synthetic_dir=synthetic.path, kept_dir=kept.path,
+    # (``category_reviews``: the scrape's reviews and the handed-in ones, labelled)
+    out = run(real_dirs=[category_reviews.path, imported.path], synthetic_dir=synthetic.path,
+              kept_dir=kept.path, category=category,
               rejected_dir=rejected.path, target_auc=target_auc,
               min_keep_fraction=min_keep_fraction, text_features=text_features, seed=seed,
               teacher=teacher or None, label_check="agree" if teacher == "llm" else "opposite")
@@ -152,18 +152,18 @@ def validate_reviews(
 @component
 def assemble_training_data(
     imported: Input[Dataset],
-    scraped: Input[Dataset],
     labelled: Input[Dataset],
     synthetic: Input[Dataset],
     heldout: Input[Dataset],
     training: Output[Dataset],
 ):
-    """Auto-labelled, imported, scraped and validated synthetic reviews as one training
-    dataset, without any review that (nearly) repeats a held-out one or an earlier one."""
+    """Imported, scraped-and-category (labelled by the auto-label step) and validated synthetic
+    reviews as one training dataset, without any review that (nearly) repeats a held-out one
+    or an earlier one."""
     from pipelines.steps import assemble_training_data as run
 
-    info = run(parts={"labelled": labelled.path, "imported": imported.path,
-                      "scraped": scraped.path, "synthetic": synthetic.path},
+    info = run(parts={"imported": imported.path, "labelled": labelled.path,
+                      "synthetic": synthetic.path},
                heldout_dir=heldout.path, out_dir=training.path)
     training.metadata.update({"count": info["count"], "digest": info["digest"],
                               **{f"{k}_kept": v["kept"] for k, v in info["parts"].items()},

@@ -148,7 +148,8 @@ def review_sentiment(
     scrape.set_cpu_limit("2").set_memory_limit("4G")  # Chromium
     _with_data(_secret(scrape, MINIO_SECRET))  # the agent's state and datasets live in MinIO
 
-    label = c.auto_label_reviews(reviews_uri=unlabelled_reviews, champion=label_champion,
+    label = c.auto_label_reviews(scraped=scrape.outputs["scraped"],
+                                 reviews_uri=unlabelled_reviews, champion=label_champion,
                                  min_confidence=label_min_confidence,
                                  llm_base_url=llm_base_url)
     label.set_retry(num_retries=2, backoff_duration="30s")  # the LLM server may blip
@@ -164,10 +165,10 @@ def review_sentiment(
     synth.set_cpu_limit("2").set_memory_limit("4G")
     _with_data(synth)
 
-    validate = c.validate_reviews(scraped=scrape.outputs["scraped"],
-                                  imported=data.outputs["train_data"],
+    validate = c.validate_reviews(imported=data.outputs["train_data"],
                                   category_reviews=label.outputs["labelled"],
                                   synthetic=synth.outputs["synthetic"],
+                                  category=synth_category,
                                   target_auc=validate_target_auc,
                                   min_keep_fraction=validate_min_keep,
                                   text_features=validate_features, seed=seed,
@@ -175,7 +176,6 @@ def review_sentiment(
     validate.set_cpu_limit("2").set_memory_limit("6G")
 
     assemble = c.assemble_training_data(imported=data.outputs["train_data"],
-                                        scraped=scrape.outputs["scraped"],
                                         labelled=label.outputs["labelled"],
                                         synthetic=validate.outputs["kept"],
                                         heldout=data.outputs["heldout_data"])

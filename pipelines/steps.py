@@ -199,6 +199,7 @@ def synthesize_reviews(*, scraped_dir: str | Path, out_dir: str | Path, category
 
 
 def auto_label_reviews(*, reviews_dir: str | Path | None, out_dir: str | Path,
+                       also: list[str | Path] | None = None,
                        min_confidence: float = 0.9, llm_weight: float = 0.75,
                        champion: str | None = None, use_llm: bool = True,
                        llm_budget_s: float | None = None,
@@ -206,11 +207,14 @@ def auto_label_reviews(*, reviews_dir: str | Path | None, out_dir: str | Path,
     """Labels for the reviews that have none (``pipelines/label``): ratings, then the LLM and
     the champion pooled; confident labels only, each with its source and confidence.
     ``reviews_dir``: an artifact folder or a dataset URI (``s3://…``); ``None`` or ``""``:
-    there are none, and the output is an empty dataset (the pipeline's default)."""
+    none. ``also``: more datasets (folders or URIs) labelled into the same output, e.g. the
+    scrape's (reviews scraped without a rating). Nothing at all: an empty dataset."""
     from pipelines.label.run import AutoLabelConfig, run_auto_label
     from shopsense.settings import get_settings
 
-    if not reviews_dir:
+    sources = [str(x) if "://" in str(x) else dataset_uri(x)
+               for x in [reviews_dir, *(also or [])] if x]
+    if not sources:
         out = _write_local(out_dir, [], name="unlabelled-none",
                            provenance=[{"step": "auto_label", "input": None}])
         return {"total": 0, "to_label": 0, "labelled": {}, "unlabelled": 0, "coverage": 1.0,
@@ -221,8 +225,7 @@ def auto_label_reviews(*, reviews_dir: str | Path | None, out_dir: str | Path,
     cfg = AutoLabelConfig(min_confidence=min_confidence, llm_weight=llm_weight,
                           champion=champion or None, use_llm=use_llm,
                           llm_budget_s=llm_budget_s or None)
-    source = str(reviews_dir) if "://" in str(reviews_dir) else dataset_uri(reviews_dir)
-    report = run_auto_label(source, dataset_uri(out_dir), cfg, settings=s)
+    report = run_auto_label(sources, dataset_uri(out_dir), cfg, settings=s)
     return report.model_dump(mode="json")
 
 
@@ -230,7 +233,8 @@ def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
                      kept_dir: str | Path, rejected_dir: str | Path, target_auc: float = 0.6,
                      min_keep_fraction: float = 0.5, text_features: str = "embedding",
                      seed: int = 0, teacher: str | None = None,
-                     label_check: str = "opposite") -> dict[str, Any]:
+                     label_check: str = "opposite",
+                     category: str | None = None) -> dict[str, Any]:
     """Adversarial validation (``pipelines/validate``) of the synthetic reviews against the
     real ones (the scraped and the imported datasets); pushes the quality figures to the
     Pushgateway when one is set."""
@@ -242,7 +246,8 @@ def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
     s = get_settings()
     cfg = ValidateConfig(target_auc=target_auc, min_keep_fraction=min_keep_fraction,
                          text_features=text_features, seed=seed, teacher=teacher or None,
-                         label_check=label_check)  # type: ignore[arg-type]
+                         label_check=label_check,  # type: ignore[arg-type]
+                         real_category=category or None)
     report = run_validate(",".join(dataset_uri(d) for d in real_dirs),
                           dataset_uri(synthetic_dir),
                           dataset_uri(kept_dir), cfg, data_dir=s.data_dir,

@@ -156,11 +156,13 @@ def champion_proba(uri: str | None, settings=None) -> tuple[ProbaFn, str]:
             f"{resolved.name}/{resolved.version}")
 
 
-def run_auto_label(reviews_uri: str, out_uri: str, config: AutoLabelConfig | None = None, *,
-                   settings=None, progress: bool = False) -> AutoLabelReport:
-    """Read the dataset ``reviews_uri``, label it, publish it at ``out_uri`` (atomically; the
-    photos carried over). The LLM is the configured one (the embedded server is started when
-    no ``SHOPSENSE_LLM_BASE_URL`` is set); the champion comes from the registry."""
+def run_auto_label(reviews_uri: str | list[str], out_uri: str,
+                   config: AutoLabelConfig | None = None, *, settings=None,
+                   progress: bool = False) -> AutoLabelReport:
+    """Read the dataset(s) ``reviews_uri``, label what has no label, publish them as one
+    dataset at ``out_uri`` (atomically; the photos carried over). The LLM is the configured
+    one (the embedded server is started when no ``SHOPSENSE_LLM_BASE_URL`` is set, and only
+    when something needs it); the champion comes from the registry."""
     import contextlib
 
     from shopsense.errors import ModelNotFound
@@ -168,20 +170,30 @@ def run_auto_label(reviews_uri: str, out_uri: str, config: AutoLabelConfig | Non
 
     cfg = config or AutoLabelConfig()
     s = settings or get_settings()
-    store, prefix = open_dataset_uri(reviews_uri, s)
-    manifest, reviews = read_dataset(store, prefix)
-    reviews = list(reviews)
+    uris = [reviews_uri] if isinstance(reviews_uri, str) else list(reviews_uri)
+    reviews, blobs, names, provenance, seen = [], {}, [], [], set()
+    for uri in uris:
+        store, prefix = open_dataset_uri(uri, s)
+        manifest, part = read_dataset(store, prefix)
+        part = [r for r in part if r.id not in seen]
+        seen.update(r.id for r in part)
+        reviews.extend(part)
+        blobs.update(dataset_images(store, prefix, part))
+        names.append(manifest.name)
+        provenance.extend(manifest.provenance)
     champion, champion_name = None, None
-    if cfg.use_champion:
+    if cfg.use_champion and any(r.label is None for r in reviews):
         try:
             champion, champion_name = champion_proba(cfg.champion, s)
         except ModelNotFound as exc:
             if cfg.champion:  # a model the caller named must exist
                 raise
             log.warning("no champion to pool with the LLM (%s): the LLM labels alone", exc)
+    needs_judge = any(r.label is None and r.text.strip() and
+                      not (cfg.use_ratings and r.rating is not None) for r in reviews)
     with contextlib.ExitStack() as stack:
         labeller = cache = None
-        if cfg.use_llm:
+        if cfg.use_llm and needs_judge:  # no LLM is started when ratings cover everything
             from shopsense.llm.server import llm_endpoint
             from shopsense.llm.teacher import teacher_labeller, teacher_labels
 
@@ -204,11 +216,12 @@ def run_auto_label(reviews_uri: str, out_uri: str, config: AutoLabelConfig | Non
             cache.compact()
     report.champion = champion_name
     out_store, out_prefix = open_dataset_uri(out_uri, s)
-    write_dataset(out_store, out_prefix, labelled, name=f"{manifest.name}-labelled",
-                  provenance=[*manifest.provenance,
-                              {"step": "auto_label", "config": cfg.model_dump(mode="json"),
+    write_dataset(out_store, out_prefix, labelled, name="+".join(names) + "-labelled",
+                  provenance=[*provenance,
+                              {"step": "auto_label", "inputs": names,
+                               "config": cfg.model_dump(mode="json"),
                                "report": report.model_dump(mode="json")}],
-                  images=dataset_images(store, prefix, labelled))
+                  images=blobs)
     log.info("auto-label: %d of %d reviews labelled (%s), %d from ratings, %d left unlabelled",
              sum(report.labelled.values()), report.to_label, report.labelled,
              report.from_rating, report.unlabelled)

@@ -77,6 +77,8 @@ class ValidateConfig(BaseModel):
     reject_step: float = 0.1
     min_keep_fraction: float = 0.5
     max_real: int = 2000
+    real_category: str | None = Field(None, description="compare with the real reviews of "
+                                      "this category only, when at least 20 exist")
     seed: int = 0
 
 
@@ -208,6 +210,12 @@ def run_validate(real: str, synthetic: str, out: str, config: ValidateConfig | N
     cfg = config or ValidateConfig()
     rng = np.random.default_rng(cfg.seed)
     real_reviews, origins = _load_real(real, data_dir)
+    if cfg.real_category:
+        from shopsense.data.dataset import category_of
+
+        own = [i for i, r in enumerate(real_reviews) if category_of(r) == cfg.real_category]
+        if len(own) >= 20:
+            real_reviews, origins = [real_reviews[i] for i in own], [origins[i] for i in own]
     if len(real_reviews) > cfg.max_real:
         idx = sorted(int(i) for i in rng.choice(len(real_reviews), cfg.max_real, replace=False))
         real_reviews, origins = [real_reviews[i] for i in idx], [origins[i] for i in idx]

@@ -60,9 +60,10 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     assert set(dag["synthesize-reviews"]["dependentTasks"]) == {"scrape-reviews",
                                                                 "auto-label-reviews"}
     assert set(dag["validate-reviews"]["dependentTasks"]) == {
-        "import-reviews", "scrape-reviews", "auto-label-reviews", "synthesize-reviews"}
+        "import-reviews", "auto-label-reviews", "synthesize-reviews"}
     assert set(dag["assemble-training-data"]["dependentTasks"]) == {
-        "import-reviews", "scrape-reviews", "auto-label-reviews", "validate-reviews"}
+        "import-reviews", "auto-label-reviews", "validate-reviews"}
+    assert dag["auto-label-reviews"]["dependentTasks"] == ["scrape-reviews"]
     assert dag["auto-label-reviews"]["inputs"]["parameters"]["reviews_uri"][
         "componentInputParameter"] == "unlabelled_reviews"
     inputs = dag["assemble-training-data"]["inputs"]["artifacts"]
@@ -152,12 +153,13 @@ def test_pipeline_runs_end_to_end_locally(data_dir, tmp_path, monkeypatch,
         mv = c.get_model_version(s.model_name, "1")
         assert {str(v) for v in c.get_registered_model(s.model_name).aliases.values()} == {"1"}
         assert len(mv.tags["dataset_digest"]) == 64 and mv.tags["git_commit"]
-        # the model trained on what the data steps made: imported + scraped + kept synthetic
+        # the model trained on what the data steps made: imported + scraped (through the
+        # auto-label step, which labels what was scraped without a rating) + kept synthetic
         training, = (tmp_path / "runs").glob("*/assemble-training-data/training/manifest.json")
         manifest = json.loads(training.read_text())
         assert manifest["digest"] == mv.tags["dataset_digest"]
         parts = {p["part"]: p for p in manifest["provenance"][0]["parts"]}
-        assert parts["imported"]["kept"] > 0 and parts["scraped"]["kept"] > 0
+        assert parts["imported"]["kept"] > 0 and parts["labelled"]["kept"] > 0
         assert parts["synthetic"]["kept"] > 0 and parts["synthetic"]["name"].endswith(
             "-validated")
         local = c.download_artifacts(mv.run_id, "evaluation_report.json", str(tmp_path))
