@@ -17,7 +17,7 @@ DEMO_INDEX ?= blitzer-electronics
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test serve stop train benchmarks clean browser pipeline
+.PHONY: install demo test serve stop train benchmarks clean browser postgres pipeline
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,8 +41,8 @@ demo: install
 	  echo "Try: curl -s -X POST http://$(HOST):$(PORT)/v1/sentiment -H 'content-type: application/json' -d '{\"text\": \"Broke after two days.\"}'"; \
 	  echo "Stop it with: $(VENV)/bin/shopsense stop"; fi
 
-test: install tools browser
-	SHOPSENSE_REQUIRE_HELM=1 $(PY) -m pytest -q --timeout 900
+test: install tools browser postgres
+	SHOPSENSE_REQUIRE_HELM=1 SHOPSENSE_REQUIRE_POSTGRES=1 $(PY) -m pytest -q --timeout 900
 
 # Debian's chromium for the Playwright tests (Playwright's own browser download is not used).
 browser:
@@ -50,6 +50,14 @@ browser:
 	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }; } \
 	  || echo "chromium could not be installed: the browser tests will skip"
+
+# Debian's PostgreSQL 15 server binaries: the registry, gate and operator tests start their
+# own PostgreSQL (initdb + postgres on 127.0.0.1) under mlflow server. No service is started here.
+postgres:
+	@ls /usr/lib/postgresql/15/bin/initdb >/dev/null 2>&1 || { command -v apt-get >/dev/null && \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql-15; }; } \
+	  || echo "PostgreSQL 15 could not be installed: the tests that need it will fail"
 
 train: install
 	$(VENV)/bin/shopsense train --recipe full

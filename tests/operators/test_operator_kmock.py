@@ -1,5 +1,5 @@
 """The operator run in-process (kopf) against kmock's in-memory Kubernetes API, with a real
-MLflow server (``mlflow server``, sqlite, 127.0.0.1) as the registry.
+MLflow server (``mlflow server`` on a real PostgreSQL 15, both on 127.0.0.1) as the registry.
 
 KubeRay is not here: a small stand-in marks RayServices Ready (or failed) the way KubeRay
 writes their status. kmock does no schema validation and no garbage collection, so every
@@ -66,46 +66,10 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120), pytest.mark.kmock(c
 
 # -- a real MLflow server ---------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def mlflow_url(tmp_path_factory):
-    d = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    exe = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen(
-        [str(exe), "server", "--backend-store-uri", f"sqlite:///{d}/mlflow.db",
-         "--default-artifact-root", (d / "artifacts").as_uri(), "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1"],
-        stdout=open(d / "server.log", "wb"), stderr=subprocess.STDOUT,
-        # no MLFLOW_* from the test process: mlflow.set_registry_uri() (called by earlier
-        # tests in this process) exports MLFLOW_REGISTRY_URI, which would redirect the server
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
-             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"mlflow server did not start: {(d / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.3)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def mlflow_url(mlflow_server_url):
+    """``mlflow server`` on a real PostgreSQL 15, both on 127.0.0.1 (tests/servers.py)."""
+    return mlflow_server_url
 
 
 @pytest.fixture
@@ -169,18 +133,22 @@ class FakeKubeRay:
 
 
 class Prometheus:
-    """``GET /api/v1/query`` in Prometheus' documented response format."""
+    """``GET /api/v1/query`` in Prometheus' documented response format: the requests query
+    answers ``requests``, the 5xx query ``requests * error_rate``."""
 
     def __init__(self) -> None:
         self.error_rate = 0.0
+        self.requests = 500.0
         self.queries: list[str] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/api/v1/query"
-        self.queries.append(request.url.params["query"])
+        query = request.url.params["query"]
+        self.queries.append(query)
+        value = self.requests * (self.error_rate if 'code=~"5.."' in query else 1.0)
         return httpx.Response(200, json={"status": "success", "data": {
             "resultType": "vector",
-            "result": [{"metric": {}, "value": [time.time(), str(self.error_rate)]}]}})
+            "result": [{"metric": {}, "value": [time.time(), str(value)]}]}})
 
 
 def declare_resources(kmock: Any) -> None:
