@@ -127,17 +127,18 @@ async def reconcile(*, body: Any, status: Any, patch: kopf.Patch, memo: kopf.Mem
     stable_h = rollout.rayservice_health(stable_obj)
     canary_h = rollout.rayservice_health(canary_obj)
 
-    error_rate, note = None, None
+    measured = observe.ErrorRate(None, note="not measured")
     ro = old.get("rollout") or {}
-    if ro.get("stage") in ("Stepping", "Analysing"):
+    if ro.get("stage") in ("Stepping", "Analysing") and not spec.rollout.skip_error_rate_gate:
         track = render.CANARY if ro.get("strategy") == "Canary" else render.STABLE
-        error_rate, note = await gate.measure(
+        measured = await gate.measure(
             url=spec.rollout.prometheus_url or cfg.prometheus_url, namespace=ns, name=name,
             track=track, version=ro["version"], window=spec.rollout.error_rate_window)
 
     obs = rollout.Observation(
         now=now, generation=meta.get("generation"), target=target, registry_error=reg_error,
-        stable=stable_h, canary=canary_h, error_rate=error_rate, error_rate_note=note,
+        stable=stable_h, canary=canary_h, error_rate=measured.rate,
+        error_rate_note=measured.note, requests=measured.requests, errors=measured.errors,
         promote=(meta.get("annotations") or {}).get(PROMOTE_ANNOTATION))
     plan = rollout.decide(spec, old, obs, max_backoff_s=cfg.max_backoff_s)
     new = plan.status

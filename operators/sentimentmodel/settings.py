@@ -6,16 +6,18 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: PromQL for the error-rate gate. Placeholders: {namespace}, {name} (the SentimentModel),
-#: {track} (stable | canary), {version}, {window}. The labels come from the PodMonitor in the
-#: chart, which copies the Ray pods' shopsense.io/* labels onto the scraped series.
-DEFAULT_ERROR_RATE_QUERY = (
-    'sum(rate(shopsense_request_errors_total{{namespace="{namespace}",'
-    'shopsense_io_sentimentmodel="{name}",shopsense_io_track="{track}"}}[{window}]))'
-    ' / '
-    'clamp_min(sum(rate(shopsense_requests_total{{namespace="{namespace}",'
-    'shopsense_io_sentimentmodel="{name}",shopsense_io_track="{track}"}}[{window}])), 1e-9)'
-)
+#: PromQL of the error-rate gate: the track's ``/v1/`` requests in the window, and those of them
+#: answered 5xx (client errors never count: bad input must not roll a good canary back).
+#: Placeholders: {namespace}, {name} (the SentimentModel), {track} (stable | canary),
+#: {version}, {window}. The series are the API's counters exported by Ray's per-node metrics
+#: agent (``ray_`` prefix; each replica is reported once, by the node it runs on); the
+#: shopsense_io_* labels come from the chart's PodMonitor, which copies them from the pods.
+_SELECTOR = ('namespace="{namespace}",shopsense_io_sentimentmodel="{name}",'
+             'shopsense_io_track="{track}",route=~"/v1/.*"')
+DEFAULT_REQUESTS_QUERY = (
+    "sum(increase(ray_shopsense_requests_total{{" + _SELECTOR + "}}[{window}]))")
+DEFAULT_ERRORS_QUERY = (
+    "sum(increase(ray_shopsense_requests_total{{" + _SELECTOR + ',code=~"5.."}}[{window}]))')
 
 
 class OperatorSettings(BaseSettings):
@@ -33,7 +35,10 @@ class OperatorSettings(BaseSettings):
     ray_version: str = Field("2.60.0", description="rayVersion of the RayClusters (the images')")
     prometheus_url: str | None = Field(
         None, description="default Prometheus for the error-rate gate (none: gate skipped)")
-    error_rate_query: str = Field(DEFAULT_ERROR_RATE_QUERY, description="PromQL template")
+    requests_query: str = Field(DEFAULT_REQUESTS_QUERY,
+                                description="PromQL template: requests of a track in a window")
+    errors_query: str = Field(DEFAULT_ERRORS_QUERY,
+                              description="PromQL template: 5xx answers of a track in a window")
     tick_seconds: float = Field(10.0, description="how often each SentimentModel is looked at "
                                 "(registry polls are further spaced by pollIntervalSeconds)")
     registry_timeout_s: float = Field(5.0, description="timeout of one registry request")

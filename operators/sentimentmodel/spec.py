@@ -146,6 +146,8 @@ class Rollout(_Model):
     ready_timeout_seconds: int
     max_error_rate: float
     error_rate_window: str
+    min_requests: int
+    skip_error_rate_gate: bool
     analysis_seconds: int
     auto_promote: bool
     poll_interval_seconds: int
