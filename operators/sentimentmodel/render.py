@@ -173,6 +173,8 @@ def serve_config(spec: SentimentModelSpec, version: str,
 
 def _env(spec: SentimentModelSpec, settings: OperatorSettings, version: str) -> list[dict]:
     env = [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+           # counters as Prometheus counters only (not also as gauges of the same name)
+           {"name": "RAY_EXPORT_COUNTER_AS_GAUGE", "value": "0"},
            {"name": "SHOPSENSE_MODEL_VERSION", "value": version}]
     env += [{"name": k, "value": v} for k, v in sorted(settings.pod_env.items())]
     return env
