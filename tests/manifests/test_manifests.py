@@ -134,10 +134,18 @@ def test_operator_cli_renders_an_example(tmp_path):
 
     from operators.sentimentmodel.cli import operator_app
 
+    env = {"SHOPSENSE_OPERATOR_REGISTRY_URL": "http://mlflow.mlflow.svc:5000",
+           "SHOPSENSE_OPERATOR_ALLOWED_SECRETS": '["shopsense-minio"]'}
     r = CliRunner().invoke(operator_app, ["render", str(EXAMPLES[0]), "--version", "3",
-                                          "--canary", "4"])
+                                          "--canary", "4"], env=env)
     assert r.exit_code == 0, r.output
     docs = list(yaml.safe_load_all(r.output))
     assert [d["kind"] for d in docs].count("RayService") == 2
+    for d in docs:
+        validate_object(d)
+    # the same example with a policy that does not allow its Secret: one line per problem
+    r = CliRunner().invoke(operator_app, ["render", str(EXAMPLES[0]), "--version", "3"],
+                           env={"SHOPSENSE_OPERATOR_REGISTRY_URL": "http://mlflow:5000"})
+    assert r.exit_code == 1 and "SecretNotAllowed" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(operator_app, ["crd"])
     assert yaml.safe_load(r.output)["metadata"]["name"] == "sentimentmodels.shopsense.io"
