@@ -258,6 +258,10 @@ async def _reconcile(*, body: Any, status: Any, patch: Any, memo: kopf.Memo,
     if new.get("resolvedVersion"):
         observe.SERVED.labels(ns, name).set(float(new["resolvedVersion"]))
     observe.READY.labels(ns, name).set(1.0 if rollout.is_true(new, rollout.READY) else 0.0)
+    if target is not None or reg_error is not None:
+        observe.REGISTRY_UP.labels(ns, name).set(0.0 if reg_error is not None else 1.0)
+    started = rollout.parse_time((new.get("rollout") or {}).get("startedAt"))
+    observe.ROLLOUT_STARTED.labels(ns, name).set(started.timestamp() if started else 0.0)
     observe.RECONCILES.labels(handler, "ok").inc()
 
 

@@ -24,13 +24,19 @@ SERVED = Gauge("shopsense_operator_served_version", "model version serving stabl
                ["namespace", "name"], registry=REGISTRY)
 READY = Gauge("shopsense_operator_ready", "1 if the SentimentModel is Ready",
               ["namespace", "name"], registry=REGISTRY)
+REGISTRY_UP = Gauge("shopsense_operator_registry_up",
+                    "1 if the last registry poll of the SentimentModel succeeded",
+                    ["namespace", "name"], registry=REGISTRY)
+ROLLOUT_STARTED = Gauge("shopsense_operator_rollout_started_timestamp_seconds",
+                        "when the rollout in progress started (0: none in progress)",
+                        ["namespace", "name"], registry=REGISTRY)
 CANARY_WEIGHT = Gauge("shopsense_operator_canary_weight_percent", "canary traffic share",
                       ["namespace", "name"], registry=REGISTRY)
 
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted SentimentModel's series."""
-    for g in (SERVED, READY, CANARY_WEIGHT):
+    for g in (SERVED, READY, CANARY_WEIGHT, REGISTRY_UP, ROLLOUT_STARTED):
         try:
             g.remove(namespace, name)
         except KeyError:
