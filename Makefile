@@ -99,6 +99,13 @@ SHARED_DATA ?= ../shared/data
 ifndef KIND_S3_PASSWORD
 KIND_S3_PASSWORD := $(shell head -c 18 /dev/urandom | base64 | tr -d '/+=')
 endif
+# The scoped, read-only MinIO user of the serving pods, and the demo API key (both random).
+ifndef KIND_S3_SERVING_PASSWORD
+KIND_S3_SERVING_PASSWORD := $(shell head -c 18 /dev/urandom | base64 | tr -d '/+=')
+endif
+ifndef KIND_API_KEY
+KIND_API_KEY := $(shell head -c 24 /dev/urandom | base64 | tr -d '/+=')
+endif
 include manifests/kind/versions.env
 
 .PHONY: tools crds kind-up kind-gpu kind-addons images deploy kind-down
@@ -141,8 +148,10 @@ kind-gpu:
 
 kind-addons:
 	$(KUBECTL) apply -f manifests/kind/namespaces.yaml
-	$(KUBECTL) apply -f https://raw.githubusercontent.com/kubernetes/ingress-nginx/$(INGRESS_NGINX_VERSION)/deploy/static/provider/kind/deploy.yaml
-	$(KUBECTL) -n ingress-nginx wait --for=condition=Ready pod -l app.kubernetes.io/component=controller --timeout=300s
+	@# Gateway API + Envoy Gateway (pinned), its GatewayClass and kind NodePort exposure
+	$(HELM) upgrade --install eg oci://docker.io/envoyproxy/gateway-helm --version $(ENVOY_GATEWAY_VERSION) \
+	  -n envoy-gateway-system --create-namespace --wait
+	$(KUBECTL) apply -f manifests/kind/gateway.yaml
 	$(HELM) upgrade --install kuberay-operator kuberay-operator --repo https://ray-project.github.io/kuberay-helm/ \
 	  --version $(KUBERAY_CHART_VERSION) -n kuberay -f manifests/kind/values/kuberay.yaml --wait
 	@# Credentials for the kind cluster: generated per run (KIND_S3_PASSWORD), never stored.
@@ -150,9 +159,18 @@ kind-addons:
 	  --from-literal=rootPassword=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
 	$(KUBECTL) -n mlflow create secret generic shopsense-minio-mlflow --from-literal=AWS_ACCESS_KEY_ID=shopsense \
 	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
-	$(KUBECTL) -n shopsense create secret generic shopsense-minio --from-literal=SHOPSENSE_S3_ACCESS_KEY=shopsense \
-	  --from-literal=SHOPSENSE_S3_SECRET_KEY=$(KIND_S3_PASSWORD) --from-literal=AWS_ACCESS_KEY_ID=shopsense \
-	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@# the serving pods' MinIO user: read-only, scoped to the shopsense and mlflow buckets
+	$(KUBECTL) -n minio create secret generic minio-serving --from-literal=secretKey=$(KIND_S3_SERVING_PASSWORD) \
+	  --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) -n shopsense create secret generic shopsense-minio --from-literal=SHOPSENSE_S3_ACCESS_KEY=shopsense-serving \
+	  --from-literal=SHOPSENSE_S3_SECRET_KEY=$(KIND_S3_SERVING_PASSWORD) --from-literal=AWS_ACCESS_KEY_ID=shopsense-serving \
+	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_SERVING_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@# the API keys file (NAME:SHA256_HEX_OF_KEY); the key itself only in .shopsense/kind-api-key
+	@mkdir -p $(SHOPSENSE_HOME) && umask 077 && printf '%s' '$(KIND_API_KEY)' > $(SHOPSENSE_HOME)/kind-api-key
+	@printf 'demo:%s\n' "$$(printf '%s' '$(KIND_API_KEY)' | sha256sum | cut -d' ' -f1)" | \
+	  $(KUBECTL) -n shopsense create secret generic shopsense-api-keys --from-file=keys=/dev/stdin \
+	  --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@echo "API key of the kind cluster (name demo) written to $(SHOPSENSE_HOME)/kind-api-key"
 	$(HELM) upgrade --install minio minio --repo https://charts.min.io/ --version $(MINIO_CHART_VERSION) \
 	  -n minio -f manifests/kind/values/minio.yaml --wait
 	$(HELM) upgrade --install qdrant qdrant --repo https://qdrant.github.io/qdrant-helm --version $(QDRANT_CHART_VERSION) \

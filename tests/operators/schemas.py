@@ -84,7 +84,8 @@ def custom_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 SHAPE_ONLY = {("monitoring.coreos.com/v1", "ServiceMonitor"),
               ("monitoring.coreos.com/v1", "PodMonitor"),
               ("monitoring.coreos.com/v1", "PrometheusRule"),
-              ("kopf.dev/v1", "ClusterKopfPeering"), ("kopf.dev/v1", "KopfPeering")}
+              ("kopf.dev/v1", "ClusterKopfPeering"), ("kopf.dev/v1", "KopfPeering"),
+              ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy")}
 
 
 def validate_object(obj: dict[str, Any]) -> None:
