@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from shopsense.settings import Settings
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+#: The pyfunc artifact (and folder) holding a version's bundle: ``<model>/artifacts/bundle``.
+BUNDLE_ARTIFACT = "bundle"
 CHALLENGER = "challenger"
 PRIMARY_METRIC = "eval_macro_f1"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
@@ -201,14 +204,20 @@ def log_and_register(
         mlflow.log_dict(evaluation, "evaluation.json")
         for fname, obj in (artifacts or {}).items():
             mlflow.log_dict(obj, fname)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=python_model or SentimentPyfunc(),
-            artifacts={"bundle": str(bundle_dir)},
-            signature=_signature(),
-            pip_requirements=["shopsense"],
-            registered_model_name=name,
-        )
+        # Staged as a folder named "bundle", so every version keeps it at the same place in
+        # its artifacts (artifacts/bundle/...; MLflow names the copy after the folder): the
+        # operator finds a LLaVA version's adapter there (artifacts/bundle/adapter).
+        with tempfile.TemporaryDirectory() as staging:
+            staged = Path(staging) / BUNDLE_ARTIFACT
+            shutil.copytree(bundle_dir, staged)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=python_model or SentimentPyfunc(),
+                artifacts={BUNDLE_ARTIFACT: str(staged)},
+                signature=_signature(),
+                pip_requirements=["shopsense"],
+                registered_model_name=name,
+            )
         run_id = run.info.run_id
     version = str(info.registered_model_version)
     primary = float(metrics[PRIMARY_METRIC])
