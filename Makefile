@@ -203,7 +203,8 @@ deploy: tools
 	$(HELM) upgrade --install shopsense charts/shopsense -n shopsense --create-namespace \
 	  --set operator.image.repository=$(IMAGE_PREFIX)/operator --set operator.image.tag=$(IMAGE_TAG) \
 	  --set settings.inferenceImage=$(IMAGE_PREFIX)/inference-cpu:$(IMAGE_TAG) \
-	  --set settings.inferenceGpuImage=$(IMAGE_PREFIX)/inference-gpu:$(IMAGE_TAG) --wait
+	  --set settings.inferenceGpuImage=$(IMAGE_PREFIX)/inference-gpu:$(IMAGE_TAG) \
+	  --set 'networkPolicy.ingressNamespaces={envoy-gateway-system}' --wait
 	$(KUBECTL) -n shopsense wait --for=condition=Ready sentimentmodel/shopsense --timeout=30m
 
 kind-down:

@@ -38,6 +38,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen, grace_s: float = 20.0) -> None:
+    """Terminate a server we started (SIGTERM, then SIGKILL after ``grace_s``)."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def postgres_bin() -> Path | None:
     """The PostgreSQL 15 binaries: ``SHOPSENSE_PG_BIN``, Debian's layout, or ``pg_ctl`` on PATH
     when it is version 15."""
@@ -111,12 +121,7 @@ def postgres_server(database: str = "mlflow") -> Iterator[str]:
         yield f"postgresql+psycopg2://shopsense@127.0.0.1:{port}/{database}"
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -152,12 +157,7 @@ def mlflow_server(backend_store_uri: str, artifacts: Path) -> Iterator[str]:
             time.sleep(0.3)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
 
 
 @contextlib.contextmanager
