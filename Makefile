@@ -17,7 +17,7 @@ DEMO_INDEX ?= blitzer-electronics
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test serve stop train benchmarks clean browser pipeline llm
+.PHONY: install demo test serve stop train benchmarks clean browser postgres pipeline llm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,8 +62,8 @@ demo: install
 	  echo "Try: curl -s -X POST http://$(HOST):$(PORT)/v1/sentiment -H 'content-type: application/json' -d '{\"text\": \"Broke after two days.\"}'"; \
 	  echo "Stop it with: $(VENV)/bin/shopsense stop"; fi
 
-test: install llm tools browser
-	SHOPSENSE_REQUIRE_HELM=1 $(PY) -m pytest -q --timeout 900
+test: install llm tools browser postgres
+	SHOPSENSE_REQUIRE_HELM=1 SHOPSENSE_REQUIRE_POSTGRES=1 $(PY) -m pytest -q --timeout 900
 
 # Debian's chromium for the Playwright tests (Playwright's own browser download is not used).
 browser:
@@ -71,6 +71,14 @@ browser:
 	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }; } \
 	  || echo "chromium could not be installed: the browser tests will skip"
+
+# Debian's PostgreSQL 15 server binaries: the registry, gate and operator tests start their
+# own PostgreSQL (initdb + postgres on 127.0.0.1) under mlflow server. No service is started here.
+postgres:
+	@ls /usr/lib/postgresql/15/bin/initdb >/dev/null 2>&1 || { command -v apt-get >/dev/null && \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql-15; }; } \
+	  || echo "PostgreSQL 15 could not be installed: the tests that need it will fail"
 
 train: install
 	$(VENV)/bin/shopsense train --recipe full
@@ -111,6 +119,13 @@ SHARED_DATA ?= ../shared/data
 # A random MinIO password, generated once per make run (pass KIND_S3_PASSWORD=... to reuse one).
 ifndef KIND_S3_PASSWORD
 KIND_S3_PASSWORD := $(shell head -c 18 /dev/urandom | base64 | tr -d '/+=')
+endif
+# The scoped, read-only MinIO user of the serving pods, and the demo API key (both random).
+ifndef KIND_S3_SERVING_PASSWORD
+KIND_S3_SERVING_PASSWORD := $(shell head -c 18 /dev/urandom | base64 | tr -d '/+=')
+endif
+ifndef KIND_API_KEY
+KIND_API_KEY := $(shell head -c 24 /dev/urandom | base64 | tr -d '/+=')
 endif
 include manifests/kind/versions.env
 
@@ -154,8 +169,10 @@ kind-gpu:
 
 kind-addons:
 	$(KUBECTL) apply -f manifests/kind/namespaces.yaml
-	$(KUBECTL) apply -f https://raw.githubusercontent.com/kubernetes/ingress-nginx/$(INGRESS_NGINX_VERSION)/deploy/static/provider/kind/deploy.yaml
-	$(KUBECTL) -n ingress-nginx wait --for=condition=Ready pod -l app.kubernetes.io/component=controller --timeout=300s
+	@# Gateway API + Envoy Gateway (pinned), its GatewayClass and kind NodePort exposure
+	$(HELM) upgrade --install eg oci://docker.io/envoyproxy/gateway-helm --version $(ENVOY_GATEWAY_VERSION) \
+	  -n envoy-gateway-system --create-namespace --wait
+	$(KUBECTL) apply -f manifests/kind/gateway.yaml
 	$(HELM) upgrade --install kuberay-operator kuberay-operator --repo https://ray-project.github.io/kuberay-helm/ \
 	  --version $(KUBERAY_CHART_VERSION) -n kuberay -f manifests/kind/values/kuberay.yaml --wait
 	@# Credentials for the kind cluster: generated per run (KIND_S3_PASSWORD), never stored.
@@ -163,9 +180,18 @@ kind-addons:
 	  --from-literal=rootPassword=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
 	$(KUBECTL) -n mlflow create secret generic shopsense-minio-mlflow --from-literal=AWS_ACCESS_KEY_ID=shopsense \
 	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
-	$(KUBECTL) -n shopsense create secret generic shopsense-minio --from-literal=SHOPSENSE_S3_ACCESS_KEY=shopsense \
-	  --from-literal=SHOPSENSE_S3_SECRET_KEY=$(KIND_S3_PASSWORD) --from-literal=AWS_ACCESS_KEY_ID=shopsense \
-	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@# the serving pods' MinIO user: read-only, scoped to the shopsense and mlflow buckets
+	$(KUBECTL) -n minio create secret generic minio-serving --from-literal=secretKey=$(KIND_S3_SERVING_PASSWORD) \
+	  --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	$(KUBECTL) -n shopsense create secret generic shopsense-minio --from-literal=SHOPSENSE_S3_ACCESS_KEY=shopsense-serving \
+	  --from-literal=SHOPSENSE_S3_SECRET_KEY=$(KIND_S3_SERVING_PASSWORD) --from-literal=AWS_ACCESS_KEY_ID=shopsense-serving \
+	  --from-literal=AWS_SECRET_ACCESS_KEY=$(KIND_S3_SERVING_PASSWORD) --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@# the API keys file (NAME:SHA256_HEX_OF_KEY); the key itself only in .shopsense/kind-api-key
+	@mkdir -p $(SHOPSENSE_HOME) && umask 077 && printf '%s' '$(KIND_API_KEY)' > $(SHOPSENSE_HOME)/kind-api-key
+	@printf 'demo:%s\n' "$$(printf '%s' '$(KIND_API_KEY)' | sha256sum | cut -d' ' -f1)" | \
+	  $(KUBECTL) -n shopsense create secret generic shopsense-api-keys --from-file=keys=/dev/stdin \
+	  --dry-run=client -o yaml | $(KUBECTL) apply -f -
+	@echo "API key of the kind cluster (name demo) written to $(SHOPSENSE_HOME)/kind-api-key"
 	$(HELM) upgrade --install minio minio --repo https://charts.min.io/ --version $(MINIO_CHART_VERSION) \
 	  -n minio -f manifests/kind/values/minio.yaml --wait
 	$(HELM) upgrade --install qdrant qdrant --repo https://qdrant.github.io/qdrant-helm --version $(QDRANT_CHART_VERSION) \
@@ -198,7 +224,8 @@ deploy: tools
 	$(HELM) upgrade --install shopsense charts/shopsense -n shopsense --create-namespace \
 	  --set operator.image.repository=$(IMAGE_PREFIX)/operator --set operator.image.tag=$(IMAGE_TAG) \
 	  --set settings.inferenceImage=$(IMAGE_PREFIX)/inference-cpu:$(IMAGE_TAG) \
-	  --set settings.inferenceGpuImage=$(IMAGE_PREFIX)/inference-gpu:$(IMAGE_TAG) --wait
+	  --set settings.inferenceGpuImage=$(IMAGE_PREFIX)/inference-gpu:$(IMAGE_TAG) \
+	  --set 'networkPolicy.ingressNamespaces={envoy-gateway-system}' --wait
 	$(KUBECTL) -n shopsense wait --for=condition=Ready sentimentmodel/shopsense --timeout=30m
 
 kind-down:

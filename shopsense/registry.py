@@ -10,12 +10,15 @@ Registering with ``challenger=True`` (the pipeline's register step) also points 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +29,8 @@ from shopsense.settings import Settings
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+#: The pyfunc artifact (and folder) holding a version's bundle: ``<model>/artifacts/bundle``.
+BUNDLE_ARTIFACT = "bundle"
 CHALLENGER = "challenger"
 PRIMARY_METRIC = "eval_macro_f1"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
@@ -199,14 +204,20 @@ def log_and_register(
         mlflow.log_dict(evaluation, "evaluation.json")
         for fname, obj in (artifacts or {}).items():
             mlflow.log_dict(obj, fname)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=python_model or SentimentPyfunc(),
-            artifacts={"bundle": str(bundle_dir)},
-            signature=_signature(),
-            pip_requirements=["shopsense"],
-            registered_model_name=name,
-        )
+        # Staged as a folder named "bundle", so every version keeps it at the same place in
+        # its artifacts (artifacts/bundle/...; MLflow names the copy after the folder): the
+        # operator finds a LLaVA version's adapter there (artifacts/bundle/adapter).
+        with tempfile.TemporaryDirectory() as staging:
+            staged = Path(staging) / BUNDLE_ARTIFACT
+            shutil.copytree(bundle_dir, staged)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=python_model or SentimentPyfunc(),
+                artifacts={BUNDLE_ARTIFACT: str(staged)},
+                signature=_signature(),
+                pip_requirements=["shopsense"],
+                registered_model_name=name,
+            )
         run_id = run.info.run_id
     version = str(info.registered_model_version)
     primary = float(metrics[PRIMARY_METRIC])
@@ -225,18 +236,71 @@ def log_and_register(
         decision = {"promote": False, "previous": _champion_version(settings),
                     "reason": f"v{version} fails the absolute floors: " + "; ".join(failed)}
     else:
-        decision = decide_champion(settings, version=version,
-                                   score=float(metrics[policy.metric]), digest=digest,
-                                   champion_scorer=champion_scorer, policy=policy)
+        # Read the champion, compare and move the alias under one lock, so two versions
+        # registered at the same time are compared with each other, not both with the old one.
+        with promotion_lock(c, name):
+            decision = decide_champion(settings, version=version,
+                                       score=float(metrics[policy.metric]), digest=digest,
+                                       champion_scorer=champion_scorer, policy=policy)
+            if decision["promote"]:
+                c.set_registered_model_alias(name, CHAMPION, version)
     c.set_model_version_tag(name, version, "champion_decision", decision["reason"])
     c.set_model_version_tag(name, version, "promotion_policy", json.dumps(
         {"metric": policy.metric, "margin": policy.margin, "floors": policy.floors,
          "ceilings": policy.ceilings}, sort_keys=True))
-    if decision["promote"]:
-        c.set_registered_model_alias(name, CHAMPION, version)
     return {"name": name, "version": version, "run_id": run_id, "eval_digest": digest,
             PRIMARY_METRIC: primary, "challenger": challenger, "git_commit": tags["git_commit"],
             **decision}
+
+
+class PromotionBusy(RuntimeError):
+    """Another promotion of the same model held the lock for longer than we would wait."""
+
+
+def _alias_missing(exc: Exception) -> bool:
+    """Whether an MLflow error says "this model has no such alias (or no such model)", the only
+    errors that mean "no champion yet". Anything else (server unreachable, 5xx, permission)
+    means the champion could not be read."""
+    code = getattr(exc, "error_code", None)
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "alias" in str(exc) and "not found" in str(exc))
+
+
+@contextlib.contextmanager
+def promotion_lock(c, name: str, *, wait_s: float = 1800.0, stale_s: float = 3600.0,
+                   poll_s: float = 0.2):
+    """Mutual exclusion between promotions of ``name``, on any MLflow store: creating a
+    registered model is atomic (a unique name in the database), so the lock is the existence
+    of the model ``<name>--promotion-lock``. A lock older than ``stale_s`` (its holder died)
+    is removed; waiting longer than ``wait_s`` raises :class:`PromotionBusy`."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}--promotion-lock"
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            c.create_registered_model(lock, tags={"expires": f"{time.time() + stale_s:.0f}"},
+                                      description=f"held while a version of {name} is "
+                                      "compared with the champion")
+            break
+        except MlflowException as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            expires = float(c.get_registered_model(lock).tags.get("expires") or 0)
+            if time.time() > expires:
+                log.warning("removing a stale promotion lock of %s", name)
+                c.delete_registered_model(lock)
+                continue
+        except MlflowException:
+            continue  # released meanwhile
+        if time.monotonic() > deadline:
+            raise PromotionBusy(f"another promotion of {name} held the lock for over {wait_s}s")
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        c.delete_registered_model(lock)
 
 
 def _champion_version(settings: Settings) -> str | None:
@@ -263,8 +327,14 @@ def decide_champion(
     name = settings.model_name
     try:
         champ = c.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # noqa: BLE001 - MLflow raises RestException when the alias is unset
-        return {"promote": True, "previous": None, "reason": "no champion yet"}
+    except Exception as exc:  # noqa: BLE001 - MLflow raises RestException when the alias is unset
+        if _alias_missing(exc):
+            return {"promote": True, "previous": None, "reason": "no champion yet"}
+        # Fail closed: an error reading the champion is not "no champion".
+        log.warning("the champion of %s could not be read: %s", name, exc)
+        return {"promote": False, "previous": None,
+                "reason": f"v{version} not promoted: the champion could not be read "
+                          f"({type(exc).__name__})"}
     champ_score: float | None = None
     if champ.tags.get("eval_digest") == digest and metric in champ.tags:
         champ_score = float(champ.tags[metric])

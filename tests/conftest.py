@@ -116,3 +116,22 @@ def smol_llm_env(smol_llm, monkeypatch):
     get_settings.cache_clear()
     yield smol_llm
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server_url(tmp_path_factory):
+    """A real ``mlflow server`` whose tracking and registry store is a real PostgreSQL 15, both
+    started on 127.0.0.1 by the tests (what a cluster runs; sqlite stays the embedded default).
+    ``make test`` installs PostgreSQL when it is missing and requires it here."""
+    from tests.servers import ServerDidNotStart, mlflow_on_postgres, postgres_bin
+
+    if postgres_bin() is None:
+        msg = "PostgreSQL 15 (initdb, postgres) is not installed: run `make postgres`"
+        if os.environ.get("SHOPSENSE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    try:
+        with mlflow_on_postgres(tmp_path_factory.mktemp("mlflow-pg")) as url:
+            yield url
+    except ServerDidNotStart as exc:
+        pytest.fail(str(exc))

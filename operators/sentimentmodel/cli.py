@@ -59,8 +59,9 @@ def render_cmd(
     canary: Optional[str] = typer.Option(None, help="also render a canary of this version"),
     weight: int = typer.Option(10, help="canary traffic weight"),
 ) -> None:
-    """Print the RayService, Service and Ingress the operator would create (no cluster)."""
-    from operators.sentimentmodel import render
+    """Print the objects the operator would create (no cluster): RayServices, Services, the
+    route (HTTPRoute or Ingress) and the NetworkPolicy."""
+    from operators.sentimentmodel import policy, render
     from operators.sentimentmodel.settings import OperatorSettings
     from operators.sentimentmodel.spec import parse_spec
 
@@ -69,9 +70,13 @@ def render_cmd(
     body["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000000")
     spec = parse_spec(body.get("spec"))
     cfg = OperatorSettings()
-    objs = render.render_track(body, spec, version, cfg)
-    if canary:
-        objs += render.render_track(body, spec, canary, cfg, track=render.CANARY, weight=weight)
+    problems = policy.problems(spec, cfg)
+    if problems:
+        for reason, message in problems:
+            typer.echo(f"error: {reason}: {message}", err=True)
+        raise typer.Exit(1)
+    objs = render.render_all(body, spec, cfg, stable=version,
+                             canary=(canary, weight) if canary else None)
     sys.stdout.write(yaml.safe_dump_all(objs, sort_keys=False))
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from operators.sentimentmodel.spec import SentimentModelSpec
@@ -59,8 +59,10 @@ class Observation:
     registry_error: str | None = None  # why the poll failed
     stable: RayServiceHealth = RayServiceHealth()
     canary: RayServiceHealth = RayServiceHealth()
-    error_rate: float | None = None    # of the track running the new version
-    error_rate_note: str | None = None
+    error_rate: float | None = None    # 5xx share of the new version's track (None: unknown)
+    error_rate_note: str | None = None  # why it is unknown
+    requests: float = 0.0              # /v1/ requests the track answered in the window
+    errors: float = 0.0                # of which 5xx
     promote: str | None = None         # the shopsense.io/promote annotation
 
 
@@ -132,8 +134,6 @@ def desired_tracks(status: dict[str, Any]) -> tuple[str | None, tuple[str, int] 
 def registry_next_check(spec: SentimentModelSpec, failures: int, now: datetime,
                         max_backoff_s: float) -> datetime:
     """The poll interval, doubled per consecutive failure, capped."""
-    from datetime import timedelta
-
     base = float(spec.rollout.poll_interval_seconds)
     delay = base if failures == 0 else min(base * (2 ** failures), max(max_backoff_s, base))
     return now + timedelta(seconds=delay)
@@ -254,11 +254,42 @@ def _promote_done(st: dict, obs: Observation, plan: Plan, stable_v: str) -> None
     plan.event("Promoted", msg)
 
 
-def _too_many_errors(spec: SentimentModelSpec, obs: Observation) -> str | None:
-    if obs.error_rate is not None and obs.error_rate > spec.rollout.max_error_rate:
-        return (f"error rate {obs.error_rate:.4f} over {spec.rollout.error_rate_window} "
-                f"exceeds {spec.rollout.max_error_rate}")
-    return None
+PASS, FAIL, WAIT = "pass", "fail", "wait"
+
+
+def gate_verdict(spec: SentimentModelSpec, obs: Observation) -> tuple[str, str]:
+    """The error-rate gate, failing closed: ``fail`` when the 5xx answers already exceed
+    ``maxErrorRate`` of ``max(requests, minRequests)`` (more traffic could not bring the rate
+    under the limit); ``pass`` only with a measured rate under the limit over at least
+    ``minRequests`` requests; ``wait`` otherwise (no Prometheus, unreachable, too few
+    requests). Returns (verdict, what it is based on)."""
+    r = spec.rollout
+    if r.skip_error_rate_gate:
+        return PASS, "(error-rate gate skipped: rollout.skipErrorRateGate)"
+    window = r.error_rate_window
+    if obs.errors > r.max_error_rate * max(obs.requests, r.min_requests):
+        rate = obs.errors / max(obs.requests, 1.0)
+        return FAIL, (f"error rate {rate:.4f} ({obs.errors:.0f} of {obs.requests:.0f} requests "
+                      f"answered 5xx in {window}) exceeds {r.max_error_rate}")
+    if obs.error_rate is None:
+        return WAIT, f"error rate unknown: {obs.error_rate_note or 'not measured'}"
+    seen = f"{obs.errors:.0f} of {obs.requests:.0f} requests answered 5xx in {window}"
+    if obs.requests < r.min_requests:
+        return WAIT, f"too few requests to judge ({seen}; {r.min_requests} needed)"
+    return PASS, f"error rate {obs.error_rate:.4f} ({seen})"
+
+
+def _no_verdict(spec: SentimentModelSpec, st: dict, obs: Observation, plan: Plan,
+                stable_v: str, since: datetime, why: str) -> None:
+    """Hold while the gate has no verdict; roll back once that lasted readyTimeoutSeconds."""
+    timeout = spec.rollout.ready_timeout_seconds
+    cand = st["rollout"]["version"]
+    if (obs.now - since).total_seconds() > timeout:
+        return _rollback(spec, st, obs, plan, stable_v, "ErrorRateUnknown",
+                         f"no error-rate verdict within {timeout}s: {why}")
+    set_condition(st, PROGRESSING, True, "AwaitingErrorRate",
+                  f"version {cand} held until the error rate can be judged: {why}",
+                  obs.now, obs.generation)
 
 
 def _advance(spec: SentimentModelSpec, st: dict, obs: Observation, plan: Plan,
@@ -279,7 +310,7 @@ def _advance(spec: SentimentModelSpec, st: dict, obs: Observation, plan: Plan,
     timeout = spec.rollout.ready_timeout_seconds
     steps = spec.rollout.canary_steps
     stage = ro.get("stage")
-    gate = obs.error_rate_note or ""
+    verdict, gate = gate_verdict(spec, obs)
 
     if ro.get("strategy") == "KubeRay":
         if stage == "Starting":
@@ -289,18 +320,22 @@ def _advance(spec: SentimentModelSpec, st: dict, obs: Observation, plan: Plan,
                 ro.update(stage="Analysing", readyAt=iso(now), weight=100)
                 set_condition(st, PROGRESSING, True, "Analysing",
                               f"KubeRay switched to version {cand}; watching the error rate "
-                              f"for {spec.rollout.analysis_seconds}s {gate}".strip(), now, gen)
+                              f"for {spec.rollout.analysis_seconds}s", now, gen)
                 plan.event("Switched", f"KubeRay switched traffic to version {cand}")
             elif (now - started).total_seconds() > timeout:
                 _rollback(spec, st, obs, plan, stable_v, "NotReady",
                           f"new cluster not Ready within {timeout}s")
             return
         if stage == "Analysing":
-            if (why := _too_many_errors(spec, obs)):
-                return _rollback(spec, st, obs, plan, stable_v, "ErrorRateExceeded", why)
+            if verdict == FAIL:
+                return _rollback(spec, st, obs, plan, stable_v, "ErrorRateExceeded", gate)
             ready_at = parse_time(ro.get("readyAt")) or now
-            if (now - ready_at).total_seconds() >= spec.rollout.analysis_seconds:
-                _promote_done(st, obs, plan, stable_v)
+            done_at = ready_at + timedelta(seconds=spec.rollout.analysis_seconds)
+            if now < done_at:
+                return
+            if verdict == WAIT:
+                return _no_verdict(spec, st, obs, plan, stable_v, done_at, gate)
+            _promote_done(st, obs, plan, stable_v)
         return
 
     # Canary
@@ -316,21 +351,24 @@ def _advance(spec: SentimentModelSpec, st: dict, obs: Observation, plan: Plan,
             ro.update(stage="Stepping", step=0, weight=steps[0].weight, stepStartedAt=iso(now))
             set_condition(st, PROGRESSING, True, "CanaryStep",
                           f"version {cand} takes {steps[0].weight}% of traffic (step 1/"
-                          f"{len(steps)}) {gate}".strip(), now, gen)
+                          f"{len(steps)})", now, gen)
             plan.event("CanaryStep", f"version {cand} Ready; {steps[0].weight}% of traffic")
             return
-        if (why := _too_many_errors(spec, obs)):
-            return _rollback(spec, st, obs, plan, stable_v, "ErrorRateExceeded", why)
+        if verdict == FAIL:
+            return _rollback(spec, st, obs, plan, stable_v, "ErrorRateExceeded", gate)
         step = int(ro.get("step") or 0)
-        if (now - step_started).total_seconds() < steps[step].pause_seconds:
+        pause_over = step_started + timedelta(seconds=steps[step].pause_seconds)
+        if now < pause_over:
             return
+        if verdict == WAIT:
+            return _no_verdict(spec, st, obs, plan, stable_v, pause_over, gate)
         if step + 1 < len(steps):
             w = steps[step + 1].weight
             ro.update(step=step + 1, weight=w, stepStartedAt=iso(now))
             set_condition(st, PROGRESSING, True, "CanaryStep",
-                          f"version {cand} takes {w}% of traffic (step {step + 2}/{len(steps)})"
-                          f" {gate}".strip(), now, gen)
-            plan.event("CanaryStep", f"version {cand} healthy; {w}% of traffic")
+                          f"version {cand} takes {w}% of traffic (step {step + 2}/{len(steps)}; "
+                          f"{gate})", now, gen)
+            plan.event("CanaryStep", f"version {cand} healthy ({gate}); {w}% of traffic")
             return
         if not (spec.rollout.auto_promote or obs.promote == cand):
             set_condition(st, PROGRESSING, True, "AwaitingPromotion",
@@ -340,7 +378,8 @@ def _advance(spec: SentimentModelSpec, st: dict, obs: Observation, plan: Plan,
         ro.update(stage="Promoting", stepStartedAt=iso(now))
         set_condition(st, PROGRESSING, True, "Promoting",
                       f"stable RayService moving to version {cand}", now, gen)
-        plan.event("Promoting", f"version {cand} passed the canary; updating the stable track")
+        plan.event("Promoting", f"version {cand} passed the canary ({gate}); updating the "
+                   "stable track")
         return
     if stage == "Promoting":
         if obs.stable.serving(cand):

@@ -110,6 +110,13 @@ class Toleration(_Model):
     toleration_seconds: int | None = None
 
 
+class Lora(_Model):
+    enabled: bool
+    loading_path: str | None = None
+    max_adapters_per_replica: int
+    max_lora_rank: int
+
+
 class VLLM(_Model):
     model_id: str
     model_source: str | None = None
@@ -117,6 +124,7 @@ class VLLM(_Model):
     gpu_memory_utilization: float
     tensor_parallel_size: int
     accelerator_type: str | None = None
+    lora: Lora
 
 
 class Retrieval(_Model):
@@ -129,6 +137,10 @@ class Retrieval(_Model):
 
 class Ingress(_Model):
     enabled: bool
+    api: Literal["Gateway", "Ingress"]
+    gateway_name: str | None = None
+    gateway_namespace: str | None = None
+    section_name: str | None = None
     class_name: str
     host: str | None = None
     path: str
@@ -140,12 +152,26 @@ class CanaryStep(_Model):
     pause_seconds: int
 
 
+class Incremental(_Model):
+    gateway_class_name: str | None = None
+    step_size_percent: int
+    interval_seconds: int
+    max_surge_percent: int
+
+
+class Auth(_Model):
+    api_keys_secret_name: str | None = None
+
+
 class Rollout(_Model):
-    strategy: Literal["Canary", "KubeRay"]
+    strategy: Literal["Canary", "KubeRay", "KubeRayIncremental"]
+    incremental: Incremental
     canary_steps: list[CanaryStep]
     ready_timeout_seconds: int
     max_error_rate: float
     error_rate_window: str
+    min_requests: int
+    skip_error_rate_gate: bool
     analysis_seconds: int
     auto_promote: bool
     poll_interval_seconds: int
@@ -169,6 +195,7 @@ class SentimentModelSpec(_Model):
     vllm: VLLM
     retrieval: Retrieval
     ingress: Ingress
+    auth: Auth
     rollout: Rollout
 
 

@@ -1,6 +1,13 @@
 """Prometheus metrics of the inference API (text exposition at ``/metrics``), and the replica's
 in-memory ring buffer of recent predictions (``GET /v1/predictions/recent``, the page's chart).
 
+Inside a Ray Serve replica every metric is also recorded as a Ray Serve metric of the same
+name (``ray.serve.metrics``), which Ray's metrics agent on each node exports as ``ray_<name>``
+with the replica's ``deployment``, ``replica`` and ``application`` tags. That is what a cluster
+scrapes (port ``metrics`` of every Ray pod): each replica is reported once, by the node it runs
+on. ``/metrics`` answers for whichever replica the Serve proxy picked, so scraping it through
+the proxy counts some replicas several times and others never; it stays for the embedded demo.
+
 Names follow Prometheus conventions: ``_total`` for counters, base units (seconds) in names.
 Label values are bounded: ``route`` is the matched route template (``unmatched`` for a path no
 route serves), and the ``category`` of ``shopsense_predictions_total`` goes through
@@ -18,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 
@@ -68,10 +76,100 @@ class CategoryLabels:
             return norm
 
 
-class ApiMetrics:
-    """One set of metrics per API instance, in its own registry (no global state)."""
+#: Prefix Ray's metrics agent puts before every application metric it exports.
+RAY_PREFIX = "ray_"
+#: Tags Ray Serve adds to the metrics of a replica.
+RAY_SERVE_TAGS = ("deployment", "replica", "application")
 
-    def __init__(self, max_categories: int = MAX_METRIC_CATEGORIES) -> None:
+
+def in_serve_replica() -> bool:
+    """Whether this code runs inside a Ray Serve replica."""
+    try:
+        from ray import serve
+        from ray.serve.exceptions import RayServeException
+    except ImportError:
+        return False
+    try:
+        serve.get_replica_context()
+    except RayServeException:
+        return False
+    return True
+
+
+class _RayChild:
+    """One labelled series: records into the prometheus_client child and the Ray metric."""
+
+    __slots__ = ("_child", "_ray", "_tags")
+
+    def __init__(self, child, ray_metric, tags: dict[str, str]) -> None:
+        self._child, self._ray, self._tags = child, ray_metric, tags
+
+    def inc(self, amount: float = 1) -> None:
+        self._child.inc(amount)
+        self._ray.inc(amount, tags=dict(self._tags))
+
+    def observe(self, amount: float) -> None:
+        self._child.observe(amount)
+        self._ray.observe(amount, tags=dict(self._tags))
+
+    def set(self, value: float) -> None:
+        self._child.set(value)
+        self._ray.set(value, tags=dict(self._tags))
+
+
+class RayExported:
+    """A prometheus_client metric that also records every value into a Ray Serve metric of the
+    same name (same labels, same buckets). Anything else is the wrapped metric's."""
+
+    def __init__(self, metric: MetricWrapperBase) -> None:
+        from ray.serve import metrics as serve_metrics
+
+        self._metric = metric
+        name, doc, keys = metric._name, metric._documentation, tuple(metric._labelnames)
+        if isinstance(metric, Counter):
+            self._ray = serve_metrics.Counter(name, description=doc, tag_keys=keys or None)
+        elif isinstance(metric, Histogram):
+            bounds = [b for b in metric._upper_bounds if b != float("inf")]
+            self._ray = serve_metrics.Histogram(name, description=doc, boundaries=bounds,
+                                                tag_keys=keys or None)
+        elif isinstance(metric, Gauge):
+            self._ray = serve_metrics.Gauge(name, description=doc, tag_keys=keys or None)
+        else:  # pragma: no cover - ApiMetrics defines only these three kinds
+            raise TypeError(f"cannot export {type(metric).__name__} through Ray")
+
+    def labels(self, *values: str, **labelkw: str) -> _RayChild:
+        child = self._metric.labels(*values, **labelkw)
+        tags = labelkw or dict(zip(self._metric._labelnames, values))
+        return _RayChild(child, self._ray, {k: str(v) for k, v in tags.items()})
+
+    def inc(self, amount: float = 1) -> None:
+        _RayChild(self._metric, self._ray, {}).inc(amount)
+
+    def observe(self, amount: float) -> None:
+        _RayChild(self._metric, self._ray, {}).observe(amount)
+
+    def set(self, value: float) -> None:
+        _RayChild(self._metric, self._ray, {}).set(value)
+
+    def __getattr__(self, name: str):
+        return getattr(self._metric, name)
+
+
+class ApiMetrics:
+    """One set of metrics per API instance, in its own registry (no global state).
+
+    Every metric assigned as an attribute is recorded the same way whether or not it is
+    exported through Ray: with ``export_to_ray`` (default: when running inside a Ray Serve
+    replica) each one is wrapped in :class:`RayExported` as it is assigned."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, MetricWrapperBase) and self.__dict__.get("export_to_ray"):
+            value = RayExported(value)
+        super().__setattr__(name, value)
+
+    def __init__(self, max_categories: int = MAX_METRIC_CATEGORIES, *,
+                 export_to_ray: bool | None = None) -> None:
+        self.export_to_ray = in_serve_replica() if export_to_ray is None else export_to_ray
         self.registry = CollectorRegistry()
         self.category_label = CategoryLabels(max_categories)
         self.requests = Counter(

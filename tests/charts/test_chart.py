@@ -45,7 +45,8 @@ def render(*sets: str, chart: Path = CHART) -> list[dict]:
 
 ALL_ON = ("monitoring.serviceMonitor.enabled=true", "monitoring.podMonitor.enabled=true",
           "settings.prometheusUrl=http://prometheus.monitoring:9090", "defaultModel.gpu=true",
-          "operator.watchNamespaces={shop,staging}")
+          "operator.watchNamespaces={shop,staging}", "monitoring.prometheusRule.enabled=true",
+          "gateway.tlsSecretName=shopsense-tls")
 
 
 def test_helm_lint_strict():
@@ -90,9 +91,14 @@ def test_operator_env_parses_into_operator_settings(monkeypatch):
     for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]:
         monkeypatch.setenv(e["name"], e["value"])
     cfg = OperatorSettings()
-    assert cfg.registry_url == "http://mlflow.mlflow.svc:5000"
+    (entry,) = cfg.registry_entries()
+    assert entry.url == "http://mlflow.mlflow.svc:5000"
+    assert entry.credentials_dir == "/etc/shopsense/registries/default"
+    assert cfg.api_keys_secret == "shopsense-api-keys" and cfg.gateway_name == "shopsense"
+    assert cfg.gateway_section == "https" and cfg.secret_allowed("shopsense-minio")
+    assert not cfg.secret_allowed("minio-root") and cfg.network_policy
     assert cfg.pod_env["SHOPSENSE_S3_ENDPOINT"] == "minio.minio.svc:9000"
-    assert cfg.namespaces == ["shop", "staging"] and cfg.tick_seconds == 10
+    assert cfg.namespaces == ["shop", "staging"] and cfg.tick_seconds == 30
 
 
 def test_no_secret_values_in_the_chart():
@@ -104,7 +110,10 @@ def test_rbac_is_least_privilege():
     verbs = {(g, r): set(rule["verbs"]) for rule in role["rules"]
              for g in rule["apiGroups"] for r in rule["resources"]}
     assert "*" not in {v for vs in verbs.values() for v in vs}
-    assert verbs[("ray.io", "rayservices")] == {"get", "create", "patch", "delete"}
+    # watched (their status, instead of polling) and written
+    assert verbs[("ray.io", "rayservices")] == {"get", "list", "watch", "create", "patch",
+                                                "delete"}
+    assert verbs[("shopsense.io", "sentimentmodels/finalizers")] == {"update"}
     assert ("", "secrets") not in verbs and ("", "pods") not in verbs
     assert verbs[("", "events")] == {"create"}
 
@@ -134,3 +143,30 @@ def test_dashboards_folder_becomes_a_configmap(tmp_path):
     cm = next(d for d in render(chart=chart) if d["kind"] == "ConfigMap")
     assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(cm["data"]["test-board.json"])["title"] == "t"
+
+
+# -- helm-unittest suites (charts/shopsense/tests), run through helm template ------------------
+
+from tests.charts import unittest_runner  # noqa: E402
+
+SUITE_CASES = [(f.name, t["it"], suite, t) for f, suite in unittest_runner.load_suites(CHART)
+               for t in suite["tests"]]
+
+
+@pytest.mark.parametrize("suite,test", [(c[2], c[3]) for c in SUITE_CASES],
+                         ids=[f"{c[0]}::{c[1]}" for c in SUITE_CASES])
+def test_helm_unittest_suite(suite, test):
+    assert unittest_runner.run_test(_helm(), CHART, suite, test) == []
+
+
+def test_the_suite_runner_catches_wrong_expectations():
+    suite = {"templates": ["templates/pdb.yaml"]}
+    wrong = {"it": "x", "asserts": [{"equal": {"path": "spec.maxUnavailable", "value": 3}},
+                                    {"isKind": {"of": "Deployment"}},
+                                    {"exists": {"path": "spec.nothing"}},
+                                    {"hasDocuments": {"count": 2}},
+                                    {"failedTemplate": {}}]}
+    problems = unittest_runner.run_test(_helm(), CHART, suite, wrong)
+    assert len(problems) == 5, problems
+    assert unittest_runner.path_get({"a": [{"n": "x", "v": 1}]}, 'a[?(@.n == "x")].v') == 1
+    assert unittest_runner.path_get({"a": {"b.c": 2}}, 'a["b.c"]') == 2

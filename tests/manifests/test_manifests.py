@@ -70,7 +70,7 @@ def test_versions_are_pinned_and_used():
         assert "v" + pins["KUBERAY_CHART_VERSION"] in readme.read_text()
 
 
-def test_kind_config_gpu_node_and_ingress_ports():
+def test_kind_config_gpu_node_and_gateway_ports():
     cfg = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
     assert cfg["apiVersion"] == "kind.x-k8s.io/v1alpha4" and cfg["kind"] == "Cluster"
     pins = versions()
@@ -78,8 +78,17 @@ def test_kind_config_gpu_node_and_ingress_ports():
     assert {n["image"] for n in nodes} == {pins["KIND_NODE_IMAGE"]}
     cp = next(n for n in nodes if n["role"] == "control-plane")
     assert cp["labels"]["ingress-ready"] == "true"
-    assert {(m["containerPort"], m["hostPort"]) for m in cp["extraPortMappings"]} == {(80, 80),
-                                                                                      (443, 443)}
+    # Envoy Gateway's NodePorts (manifests/kind/gateway.yaml) on the host's 80 and 443
+    assert {(m["containerPort"], m["hostPort"]) for m in cp["extraPortMappings"]} == {
+        (30080, 80), (30443, 443)}
+    gw = list(yaml.safe_load_all((ROOT / "manifests" / "kind" / "gateway.yaml").read_text()))
+    proxy = next(d for d in gw if d["kind"] == "EnvoyProxy")
+    ports = proxy["spec"]["provider"]["kubernetes"]["envoyService"]["patch"]["value"]["spec"]
+    assert {(p["port"], p["nodePort"]) for p in ports["ports"]} == {(80, 30080), (443, 30443)}
+    gc = next(d for d in gw if d["kind"] == "GatewayClass")
+    values = yaml.safe_load((ROOT / "charts" / "shopsense" / "values.yaml").read_text())
+    assert gc["metadata"]["name"] == values["gateway"]["className"]
+    assert "ingress-nginx" not in (ROOT / "Makefile").read_text()
     gpu = [n for n in nodes if n.get("labels", {}).get("shopsense.io/gpu-pool") == "true"]
     assert len(gpu) == 1
     assert {"hostPath": "/dev/null",
@@ -134,10 +143,34 @@ def test_operator_cli_renders_an_example(tmp_path):
 
     from operators.sentimentmodel.cli import operator_app
 
+    env = {"SHOPSENSE_OPERATOR_REGISTRY_URL": "http://mlflow.mlflow.svc:5000",
+           "SHOPSENSE_OPERATOR_ALLOWED_SECRETS": '["shopsense-minio"]'}
     r = CliRunner().invoke(operator_app, ["render", str(EXAMPLES[0]), "--version", "3",
-                                          "--canary", "4"])
+                                          "--canary", "4"], env=env)
     assert r.exit_code == 0, r.output
     docs = list(yaml.safe_load_all(r.output))
     assert [d["kind"] for d in docs].count("RayService") == 2
+    for d in docs:
+        validate_object(d)
+    # the same example with a policy that does not allow its Secret: one line per problem
+    r = CliRunner().invoke(operator_app, ["render", str(EXAMPLES[0]), "--version", "3"],
+                           env={"SHOPSENSE_OPERATOR_REGISTRY_URL": "http://mlflow:5000"})
+    assert r.exit_code == 1 and "SecretNotAllowed" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(operator_app, ["crd"])
     assert yaml.safe_load(r.output)["metadata"]["name"] == "sentimentmodels.shopsense.io"
+
+
+def test_serving_pods_get_a_scoped_minio_user_not_root():
+    makefile = (ROOT / "Makefile").read_text()
+    minio = yaml.safe_load((ROOT / "manifests" / "kind" / "values" / "minio.yaml").read_text())
+    (user,) = minio["users"]
+    policy = next(p for p in minio["policies"] if p["name"] == user["policy"])
+    actions = {a for st in policy["statements"] for a in st["actions"]}
+    assert actions <= {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}  # read-only
+    assert user["existingSecret"] == "minio-serving"
+    line = next(ln for ln in makefile.splitlines()
+                if "-n shopsense create secret generic shopsense-minio" in ln)
+    assert f"SHOPSENSE_S3_ACCESS_KEY={user['accessKey']}" in line
+    block = makefile[makefile.index(line):makefile.index(line) + 400]
+    assert "KIND_S3_SERVING_PASSWORD" in block and "KIND_S3_PASSWORD)" not in block
+    assert "shopsense-api-keys" in makefile and "sha256sum" in makefile

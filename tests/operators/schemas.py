@@ -1,7 +1,8 @@
 """Strict schema validation of rendered objects, shared by the operator, chart and manifest
 tests: built-in kinds with ``kubernetes-validate`` (strict: unknown fields are errors), KubeRay
-kinds against the openAPIV3Schema of KubeRay's CRDs (../shared/schemas/kuberay), our own
-SentimentModel against its CRD. CRD schemas are made strict the way ``kubectl apply
+kinds against the openAPIV3Schema of KubeRay's CRDs (../shared/schemas/kuberay), Gateway API
+kinds against its CRDs (vendored in tests/operators/crds/gateway-api), our own SentimentModel
+against its CRD. CRD schemas are made strict the way ``kubectl apply
 --validate=strict`` is: unknown fields are errors unless ``x-kubernetes-preserve-unknown-fields``.
 """
 
@@ -29,6 +30,7 @@ def shared_dir() -> Path:
 
 
 KUBERAY = shared_dir()
+GATEWAY_API = Path(__file__).with_name("crds") / "gateway-api"
 
 
 def strict(schema: Any) -> Any:
@@ -70,6 +72,8 @@ def custom_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for f in ("ray.io_rayservices.yaml", "ray.io_rayclusters.yaml"):
         out.update(crd_schemas(yaml.safe_load((KUBERAY / f).read_text())))
+    for f in sorted(GATEWAY_API.glob("*.yaml")):
+        out.update(crd_schemas(yaml.safe_load(f.read_text())))
     from operators.sentimentmodel.spec import load_crd
 
     out.update(crd_schemas(load_crd()))
@@ -79,7 +83,9 @@ def custom_schemas() -> dict[tuple[str, str], dict[str, Any]]:
 #: Kinds from other projects' CRDs whose schemas are not here: checked for shape only.
 SHAPE_ONLY = {("monitoring.coreos.com/v1", "ServiceMonitor"),
               ("monitoring.coreos.com/v1", "PodMonitor"),
-              ("kopf.dev/v1", "ClusterKopfPeering"), ("kopf.dev/v1", "KopfPeering")}
+              ("monitoring.coreos.com/v1", "PrometheusRule"),
+              ("kopf.dev/v1", "ClusterKopfPeering"), ("kopf.dev/v1", "KopfPeering"),
+              ("gateway.envoyproxy.io/v1alpha1", "EnvoyProxy")}
 
 
 def validate_object(obj: dict[str, Any]) -> None:

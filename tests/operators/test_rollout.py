@@ -19,6 +19,11 @@ def ok(v):
     return RayServiceHealth(exists=True, ready=True, spec_version=v)
 
 
+def measured(rate, requests=500):
+    """What the gate reports when Prometheus answered: ``requests`` in the window."""
+    return {"error_rate": rate, "requests": requests, "errors": rate * requests}
+
+
 def at(s):
     return T0 + timedelta(seconds=s)
 
@@ -84,13 +89,14 @@ def test_canary_steps_then_promotion():
     assert desired_tracks(st) == ("3", ("4", 10))
     # pause not over: same step
     st = decide(SPEC, st, Observation(now=at(40), stable=ok("3"), canary=ok("4"),
-                                      error_rate=0.01)).status
+                                      **measured(0.01))).status
     assert st["rollout"]["weight"] == 10
     st = decide(SPEC, st, Observation(now=at(61), stable=ok("3"), canary=ok("4"),
-                                      error_rate=0.01)).status
+                                      **measured(0.01))).status
     assert desired_tracks(st) == ("3", ("4", 50))
+    assert "5 of 500 requests answered 5xx" in condition(st, "Progressing")["message"]
     st = decide(SPEC, st, Observation(now=at(92), stable=ok("3"), canary=ok("4"),
-                                      error_rate=0.0)).status
+                                      **measured(0.0))).status
     assert st["rollout"]["stage"] == "Promoting" and desired_tracks(st) == ("4", ("4", 50))
     # stable still upgrading (KubeRay's pending cluster): wait
     upgrading = RayServiceHealth(exists=True, ready=True, upgrading=True, spec_version="4")
@@ -109,7 +115,7 @@ def test_error_rate_over_threshold_rolls_back_and_is_not_retried():
     st = decide(SPEC, st, Observation(now=at(10), target="4", stable=ok("3"))).status
     st = decide(SPEC, st, Observation(now=at(20), stable=ok("3"), canary=ok("4"))).status
     plan = decide(SPEC, st, Observation(now=at(25), stable=ok("3"), canary=ok("4"),
-                                        error_rate=0.31))
+                                        **measured(0.31)))
     st = plan.status
     assert desired_tracks(st) == ("3", None) and st["rejectedVersion"] == "4"
     assert cond(st, "Degraded") == ("True", "ErrorRateExceeded")
@@ -149,10 +155,11 @@ def test_manual_promotion_waits_for_the_annotation():
     st = decide(spec, st, Observation(now=at(1), stable=ok("1"))).status
     st = decide(spec, st, Observation(now=at(2), target="2", stable=ok("1"))).status
     st = decide(spec, st, Observation(now=at(3), stable=ok("1"), canary=ok("2"))).status
-    st = decide(spec, st, Observation(now=at(4), stable=ok("1"), canary=ok("2"))).status
+    st = decide(spec, st, Observation(now=at(4), stable=ok("1"), canary=ok("2"),
+                                      **measured(0.0))).status
     assert cond(st, "Progressing") == ("True", "AwaitingPromotion")
     st = decide(spec, st, Observation(now=at(5), stable=ok("1"), canary=ok("2"),
-                                      promote="2")).status
+                                      promote="2", **measured(0.0))).status
     assert st["rollout"]["stage"] == "Promoting"
 
 
@@ -167,9 +174,11 @@ def test_kuberay_strategy_switch_analyse_promote_or_roll_back():
     assert st["rollout"]["stage"] == "Starting"
     started = decide(spec, st, Observation(now=at(60), stable=ok("2"))).status
     assert started["rollout"]["stage"] == "Analysing"
-    done = decide(spec, started, Observation(now=at(121), stable=ok("2"), error_rate=0.0)).status
+    done = decide(spec, started, Observation(now=at(121), stable=ok("2"),
+                                             **measured(0.0))).status
     assert done["resolvedVersion"] == "2" and done["previousVersion"] == "1"
-    bad = decide(spec, started, Observation(now=at(90), stable=ok("2"), error_rate=0.5)).status
+    bad = decide(spec, started, Observation(now=at(90), stable=ok("2"),
+                                            **measured(0.5))).status
     assert desired_tracks(bad) == ("1", None) and bad["rejectedVersion"] == "2"
 
 
@@ -197,3 +206,77 @@ def test_rayservice_health_reads_kuberay_status():
     h = rayservice_health(rs)
     assert h.upgrading and "DEPLOY_FAILED: ImportError" in h.failed
     assert not rayservice_health(None).exists
+
+
+# -- the gate fails closed -------------------------------------------------------------------
+
+def _stepping(spec=SPEC):
+    st = decide(spec, serving("3"), Observation(now=at(10), target="4", stable=ok("3"))).status
+    st = decide(spec, st, Observation(now=at(20), stable=ok("3"), canary=ok("4"))).status
+    assert st["rollout"]["stage"] == "Stepping" and st["rollout"]["weight"] == 10
+    return st
+
+
+def test_no_prometheus_or_an_unreachable_one_never_promotes():
+    st = _stepping()
+    for note in ("no Prometheus configured", "Prometheus unreachable or unreadable"):
+        held = decide(SPEC, st, Observation(now=at(200), stable=ok("3"), canary=ok("4"),
+                                            error_rate_note=note)).status
+        assert held["rollout"]["weight"] == 10  # the step is held, not passed
+        assert cond(held, "Progressing") == ("True", "AwaitingErrorRate")
+        assert note in condition(held, "Progressing")["message"]
+        # held past readyTimeoutSeconds after the pause: rolled back, never promoted
+        late = decide(SPEC, held, Observation(now=at(20 + 30 + 301), stable=ok("3"),
+                                              canary=ok("4"), error_rate_note=note)).status
+        assert desired_tracks(late) == ("3", None) and late["rejectedVersion"] == "4"
+        assert cond(late, "Degraded") == ("True", "ErrorRateUnknown")
+
+
+def test_too_few_requests_hold_the_step():
+    st = _stepping()
+    few = decide(SPEC, st, Observation(now=at(200), stable=ok("3"), canary=ok("4"),
+                                       **measured(0.0, requests=12))).status
+    assert few["rollout"]["weight"] == 10
+    assert "too few requests to judge" in condition(few, "Progressing")["message"]
+    assert "100 needed" in condition(few, "Progressing")["message"]
+    enough = decide(SPEC, few, Observation(now=at(201), stable=ok("3"), canary=ok("4"),
+                                           **measured(0.0, requests=100))).status
+    assert enough["rollout"]["weight"] == 50
+
+
+def test_a_broken_canary_is_rolled_back_before_min_requests():
+    """10 of 12 requests 5xx: more traffic could not bring the rate under 5 % of 100."""
+    st = _stepping()
+    obs = Observation(now=at(25), stable=ok("3"), canary=ok("4"), error_rate=10 / 12,
+                      requests=12, errors=10)
+    assert cond(decide(SPEC, st, obs).status, "Degraded") == ("True", "ErrorRateExceeded")
+    # 4 of 12 is under 5 % of the 100 requests still to come: held, not judged yet
+    obs = Observation(now=at(25), stable=ok("3"), canary=ok("4"), error_rate=4 / 12,
+                      requests=12, errors=4)
+    assert "rollout" in decide(SPEC, st, obs).status
+
+
+def test_skipping_the_gate_is_explicit():
+    spec = parse_spec({"rollout": {"skipErrorRateGate": True,
+                                   "canarySteps": [{"weight": 10, "pauseSeconds": 0}]}})
+    st = _stepping(spec)
+    plan = decide(spec, st, Observation(now=at(30), stable=ok("3"), canary=ok("4")))
+    assert plan.status["rollout"]["stage"] == "Promoting"
+    assert "skipErrorRateGate" in plan.events[-1][2]
+
+
+def test_kuberay_analysis_waits_for_a_verdict():
+    spec = parse_spec({"rollout": {"strategy": "KubeRay", "analysisSeconds": 60,
+                                   "readyTimeoutSeconds": 100}})
+    st = decide(spec, {}, Observation(now=T0, target="1")).status
+    st = decide(spec, st, Observation(now=at(1), stable=ok("1"))).status
+    st = decide(spec, st, Observation(now=at(2), target="2", stable=ok("1"))).status
+    st = decide(spec, st, Observation(now=at(10), stable=ok("2"))).status
+    assert st["rollout"]["stage"] == "Analysing"
+    held = decide(spec, st, Observation(now=at(80), stable=ok("2"),
+                                        error_rate_note="no Prometheus configured")).status
+    assert held["rollout"]["stage"] == "Analysing" and "resolvedVersion" in held
+    assert held["resolvedVersion"] == "1"
+    late = decide(spec, held, Observation(now=at(10 + 60 + 101), stable=ok("2"),
+                                          error_rate_note="no Prometheus configured")).status
+    assert late["rejectedVersion"] == "2" and desired_tracks(late) == ("1", None)

@@ -28,7 +28,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 
-from services.inference.metrics import ApiMetrics
+from services.inference.metrics import RAY_PREFIX, RAY_SERVE_TAGS, ApiMetrics
 from shopsense.dashboards import default_dir, load_dashboards, redact, register
 from shopsense.pipeline_metrics import PipelineMetrics
 from tests.pushgateway import pushgateway
@@ -59,7 +59,16 @@ def _families(registry: CollectorRegistry, wrappers) -> dict[str, set[str]]:
     return out
 
 
+#: Labels the chart's PodMonitor puts on every series it scrapes from a Ray pod (the pod's
+#: shopsense.io/* labels, and Prometheus' own namespace and pod).
+POD_LABELS = {"namespace", "pod", "shopsense_io_sentimentmodel", "shopsense_io_track",
+              "shopsense_io_model_version"}
+
+
 def exported_metrics() -> dict[str, set[str]]:
+    """The series the code exports: the API's (on ``/metrics``, and as ``ray_...`` through
+    Ray's per-node agent in a cluster, with Serve's replica tags and the pod labels) and the
+    pipeline's."""
     from prometheus_client.metrics import MetricWrapperBase
 
     api = ApiMetrics()
@@ -67,7 +76,11 @@ def exported_metrics() -> dict[str, set[str]]:
     out = {}
     for obj in (api, pipe):
         wrappers = [v for v in vars(obj).values() if isinstance(v, MetricWrapperBase)]
-        out.update(_families(obj.registry, wrappers))
+        families = _families(obj.registry, wrappers)
+        out.update(families)
+        if obj is api:
+            for name, labels in families.items():
+                out[RAY_PREFIX + name] = labels | set(RAY_SERVE_TAGS) | POD_LABELS
     return out
 
 
@@ -79,7 +92,7 @@ def test_exported_names_follow_prometheus_conventions():
     assert names["shopsense_validation_samples_total"] == {"dataset", "category", "outcome"}
     assert "shopsense_validation_discriminator_auc" in names
     for name in names:
-        assert re.fullmatch(r"shopsense_[a-z0-9_]+", name), name
+        assert re.fullmatch(r"(ray_)?shopsense_[a-z0-9_]+", name), name
         assert not name.endswith("_total_total")
     assert "shopsense_request_duration_seconds_sum" in names  # base unit in the name
 
@@ -209,13 +222,55 @@ def test_dashboards_cover_what_the_issue_asks_for():
     exprs = {uid: " ".join(t["expr"] for p in b["panels"] for t in p.get("targets", []))
              for uid, b in boards.items()}
     inference = exprs["shopsense-inference"]
-    for needle in ("rate(shopsense_requests_total", "histogram_quantile(0.99",
+    for needle in ("rate(ray_shopsense_requests_total", "histogram_quantile(0.99",
                    "shopsense_request_errors_total", "by (category, label)",
                    "shopsense_model_info", "shopsense_classifier_batch_size_bucket"):
         assert needle in inference, needle
     quality = exprs["shopsense-data-quality"]
     assert "shopsense_validation_samples_total" in quality
     assert "shopsense_validation_discriminator_auc" in quality
+
+
+def test_the_inference_dashboard_reads_what_the_cluster_scrapes():
+    """Ray's per-node export (each replica once), never the proxy's /metrics names."""
+    board = next(b for _, b in load_dashboards(DASH_DIR) if b["uid"] == "shopsense-inference")
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            for name, _ in query_names(target["expr"])[0]:
+                assert name.startswith(RAY_PREFIX), (panel["title"], name)
+
+
+def test_the_error_ratio_panel_and_the_rollout_gate_agree():
+    """Same series, same route and 5xx matchers; the panel only groups by track."""
+    from operators.sentimentmodel.settings import OperatorSettings
+
+    board = next(b for _, b in load_dashboards(DASH_DIR) if b["uid"] == "shopsense-inference")
+    (panel,) = [p for p in board["panels"] if p["title"] == "Error ratio"]
+    (target,) = panel["targets"]
+
+    def matchers(expr):
+        ast = promql.parse(to_promql(expr))
+        found = []
+
+        def visit(n):
+            if isinstance(n, promql.VectorSelector):
+                found.append((n.name, sorted((m.name, str(m.op), m.value)
+                                             for m in n.matchers.matchers)))
+        promql.walk(ast, visit)
+        return found
+
+    errors, requests = matchers(target["expr"])
+    cfg = OperatorSettings(metrics_port=0)
+    fields = dict(namespace="ns", name="m", track="canary", version="1", window="2m")
+    (gate_errors,) = matchers(cfg.errors_query.format(**fields))
+    (gate_requests,) = matchers(cfg.requests_query.format(**fields))
+    scope = {"namespace", "shopsense_io_sentimentmodel", "shopsense_io_track"}
+
+    def unscoped(sel):
+        return sel[0], [m for m in sel[1] if m[0] not in scope]
+
+    assert unscoped(gate_errors) == errors and unscoped(gate_requests) == requests
+    assert ("code", str(errors[1][0][1]), "5..") in errors[1]
 
 
 @pytest.mark.parametrize("path", sorted(DASH_DIR.glob("*.json")), ids=lambda p: p.name)
