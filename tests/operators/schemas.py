@@ -1,6 +1,6 @@
 """Strict schema validation of rendered objects, shared by the operator, chart and manifest
 tests: built-in kinds with ``kubernetes-validate`` (strict: unknown fields are errors), KubeRay
-kinds against the openAPIV3Schema of KubeRay's CRDs (../shared/schemas/kuberay), Gateway API
+kinds against the openAPIV3Schema of KubeRay's CRDs (vendored in tests/operators/crds/kuberay), Gateway API
 kinds against its CRDs (vendored in tests/operators/crds/gateway-api), our own SentimentModel
 against its CRD. CRD schemas are made strict the way ``kubectl apply
 --validate=strict`` is: unknown fields are errors unless ``x-kubernetes-preserve-unknown-fields``.
@@ -21,15 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.35.0"
 
 
-def shared_dir() -> Path:
-    for base in (ROOT, *ROOT.parents):
-        cand = base.parent / "shared" / "schemas" / "kuberay"
-        if cand.is_dir():
-            return cand
-    return ROOT.parent / "shared" / "schemas" / "kuberay"
-
-
-KUBERAY = shared_dir()
+KUBERAY = Path(__file__).with_name("crds") / "kuberay"
 GATEWAY_API = Path(__file__).with_name("crds") / "gateway-api"
 
 
