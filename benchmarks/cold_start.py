@@ -61,10 +61,10 @@ def _train(name: str, work: Path, base_sets: list[str], extra: list | None, held
     d = work / name
     steps.import_reviews(sets=base_sets, out_dir=d / "imported", max_per_set=args.base_per_set,
                          seed=args.seed, name="imported")
-    steps._write_local(d / "heldout", heldout, name="heldout")
+    steps.write_local_dataset(d / "heldout", heldout, name="heldout")
     parts = {"imported": d / "imported"}
     if extra:
-        steps._write_local(d / "extra", extra, name="category")
+        steps.write_local_dataset(d / "extra", extra, name="category")
         parts = {"category": d / "extra", **parts}
     steps.assemble_training_data(parts=parts, heldout_dir=d / "heldout", out_dir=d / "training")
     steps.train_model(train_data=d / "training", model_dir=d / "model", recipe="coldstart",

@@ -84,7 +84,7 @@ def _heldout_without(eval_sets: list[str], inputs: list, out_dir: Path,
     from shopsense.data.loaders import load_set
     from shopsense.text import NearDuplicateIndex
 
-    from pipelines.steps import _write_local
+    from pipelines.steps import write_local_dataset
 
     index = NearDuplicateIndex(threshold=0.6, bands=32, measure="containment")
     for r in inputs:
@@ -103,7 +103,7 @@ def _heldout_without(eval_sets: list[str], inputs: list, out_dir: Path,
                 continue
             kept.append(r)
             taken += 1
-    manifest = _write_local(out_dir, kept, name="heldout",
+    manifest = write_local_dataset(out_dir, kept, name="heldout",
                             provenance=[{"step": "coldstart_heldout", "sets": eval_sets,
                                          "dropped_as_input_repeats": dropped}])
     return {"count": manifest.count, "dropped": dropped}
@@ -144,7 +144,7 @@ def run_coldstart(category: str, reviews_file: Path, *, budget_minutes: float = 
 
     t = time.monotonic()
     inputs = read_coldstart_file(reviews_file, category)
-    steps._write_local(work / "input", inputs, name=f"coldstart-{category}",
+    steps.write_local_dataset(work / "input", inputs, name=f"coldstart-{category}",
                        provenance=[{"step": "coldstart_input", "file": Path(reviews_file).name,
                                     "category": category}])
     base = (steps.import_reviews(sets=base_sets, out_dir=work / "imported",

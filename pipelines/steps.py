@@ -68,7 +68,7 @@ def _read_local(path: str | Path):
     return manifest, list(reviews), store, path.name
 
 
-def _write_local(path: str | Path, reviews, **kwargs):
+def write_local_dataset(path: str | Path, reviews, **kwargs):
     from shopsense.data.dataset import write_dataset
     from shopsense.store import LocalStore
 
@@ -99,14 +99,14 @@ def scrape_reviews(*, out_dir: str | Path, seeds: list[str], max_pages: int,
     interrupted run resumes."""
     import contextlib
 
-    from pipelines.scrape.agent import ScrapeConfig, run_scrape
+    from pipelines.scrape import ScrapeConfig, run_scrape
     from shopsense.data.dataset import dataset_images, open_dataset_uri, read_dataset
     from shopsense.settings import get_settings
 
     s = get_settings()
     with contextlib.ExitStack() as stack:
         if not seeds:
-            from pipelines.scrape.shop import DemoShop
+            from pipelines.scrape import DemoShop
 
             shop = stack.enter_context(DemoShop(s.data_dir, base_port=demo_base_port))
             seeds = shop.urls
@@ -116,7 +116,7 @@ def scrape_reviews(*, out_dir: str | Path, seeds: list[str], max_pages: int,
     store, prefix = open_dataset_uri(res.dataset_uri, s)
     manifest, reviews = read_dataset(store, prefix)
     reviews = list(reviews)
-    out = _write_local(out_dir, reviews, name="scraped",
+    out = write_local_dataset(out_dir, reviews, name="scraped",
                        provenance=[*manifest.provenance,
                                    {"step": "scrape_reviews", "from": res.dataset_uri}],
                        images=dataset_images(store, prefix, reviews))
@@ -146,8 +146,7 @@ def synthesize_reviews(*, scraped_dir: str | Path, out_dir: str | Path, category
     import contextlib
     from collections import Counter
 
-    from pipelines.synthesize.run import run_synthesize
-    from pipelines.synthesize.spec import GenerationSpec
+    from pipelines.synthesize import GenerationSpec, run_synthesize
     from shopsense.errors import LLMUnavailable
     from shopsense.settings import get_settings
     from shopsense.text import review_content
@@ -209,13 +208,13 @@ def auto_label_reviews(*, reviews_dir: str | Path | None, out_dir: str | Path,
     ``reviews_dir``: an artifact folder or a dataset URI (``s3://…``); ``None`` or ``""``:
     none. ``also``: more datasets (folders or URIs) labelled into the same output, e.g. the
     scrape's (reviews scraped without a rating). Nothing at all: an empty dataset."""
-    from pipelines.label.run import AutoLabelConfig, run_auto_label
+    from pipelines.label import AutoLabelConfig, run_auto_label
     from shopsense.settings import get_settings
 
     sources = [str(x) if "://" in str(x) else dataset_uri(x)
                for x in [reviews_dir, *(also or [])] if x]
     if not sources:
-        out = _write_local(out_dir, [], name="unlabelled-none",
+        out = write_local_dataset(out_dir, [], name="unlabelled-none",
                            provenance=[{"step": "auto_label", "input": None}])
         return {"total": 0, "to_label": 0, "labelled": {}, "unlabelled": 0, "coverage": 1.0,
                 "from_rating": 0, "llm_read": 0, "count": out.count}
@@ -238,9 +237,9 @@ def validate_reviews(*, real_dirs: list[str | Path], synthetic_dir: str | Path,
     """Adversarial validation (``pipelines/validate``) of the synthetic reviews against the
     real ones (the scraped and the imported datasets); pushes the quality figures to the
     Pushgateway when one is set."""
-    from pipelines.validate.run import ValidateConfig, run_validate
+    from pipelines.validate import ValidateConfig, run_validate
     from shopsense.data.dataset import category_of as _category
-    from shopsense.pipeline_metrics import PipelineMetrics
+    from pipelines.metrics import PipelineMetrics
     from shopsense.settings import get_settings
 
     s = get_settings()
@@ -323,7 +322,7 @@ def assemble_training_data(*, parts: dict[str, str | Path], heldout_dir: str | P
         blobs.update(dataset_images(store, prefix, part))
         provenance.append({"part": name, "name": manifest.name, "digest": manifest.digest,
                            **c})
-    out = _write_local(out_dir, kept, name="training",
+    out = write_local_dataset(out_dir, kept, name="training",
                        provenance=[{"step": "assemble_training_data", "parts": provenance}],
                        images=blobs)
     log.info("training data: %d reviews from %s", out.count,
@@ -337,8 +336,7 @@ def train_model(*, train_data: str | Path, model_dir: str | Path,
                 checkpoint_uri: str | None = None, run_name: str | None = None,
                 checkpoint_every: int = 20) -> dict[str, Any]:
     """Fine-tune on the train dataset with Ray Train; write the bundle to ``model_dir``."""
-    from pipelines.train.config import DistributedConfig
-    from pipelines.train.distributed import train_distributed
+    from pipelines.train import DistributedConfig, train_distributed
     from shopsense.data.dataset import read_manifest
     from shopsense.model.train import recipe as make_recipe
     from shopsense.settings import get_settings

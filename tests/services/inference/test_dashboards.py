@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from services.inference.metrics import RAY_PREFIX, RAY_SERVE_TAGS, ApiMetrics
 from shopsense.dashboards import default_dir, load_dashboards, redact, register
-from shopsense.pipeline_metrics import PipelineMetrics
+from pipelines.metrics import PipelineMetrics
 from tests.pushgateway import pushgateway
 
 promql = pytest.importorskip("promql_parser", reason="pip install promql-parser (test extra)")

@@ -269,7 +269,7 @@ def test_the_wheel_ships_the_page(tmp_path):
     for f in STATIC_DIR.iterdir():
         assert f"services/inference/web/static/{f.name}" in names
     assert "services/inference/web/router.py" in names
-    assert "shopsense/pipeline_metrics.py" in names and "shopsense/dashboards.py" in names
+    assert "pipelines/metrics.py" in names and "shopsense/dashboards.py" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "dashboards = shopsense.dashboards:register" in \
         zipfile.ZipFile(wheel).read(entry).decode()
