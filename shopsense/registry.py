@@ -33,7 +33,10 @@ CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
 CHALLENGER = "challenger"
 PRIMARY_METRIC = "eval_macro_f1"
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+#: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``: the one rule. The operator (which
+#: does not import this package) and the CRD's pattern must accept the same URIs; a test pins it.
+MODEL_URI_PATTERN = r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$"
+_MODELS_URI = re.compile(MODEL_URI_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -362,7 +365,7 @@ _EVAL_KEYS = {"eval_macro_f1": "macro_f1", "eval_accuracy": "accuracy", "eval_ec
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    m = _MODELS_URI.match(uri)
+    m = _MODELS_URI.fullmatch(uri)
     if not m:
         raise ModelNotFound(
             f"model URI {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>"
