@@ -411,8 +411,11 @@ def build_api(service: ClassifierService, settings: Settings,
     max_items = settings.serve.max_batch_items
 
     def too_many_items(containers: int, commas: int) -> PayloadTooLarge:
-        return PayloadTooLarge(f"the body holds about {max(containers - 1, commas // 5)} items; "
-                               f"the limit is {max_items}")
+        if containers - 2 > max_items:  # the outer object and the items list, then one each
+            return PayloadTooLarge(f"the body holds about {containers - 2} items; "
+                                   f"the limit is {max_items}")
+        return PayloadTooLarge(f"the body holds more values ({commas + 1}) than {max_items} "
+                               f"items can; the limit is {max_items} items")
 
     # Structure budgets: what the routes' schemas allow (SentimentRequest: 5 fields; the search
     # request: 7 fields, filters 4, rating 2), with some slack so that a slightly wrong body

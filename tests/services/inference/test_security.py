@@ -120,29 +120,6 @@ def test_one_item_the_model_cannot_take_fails_alone(torch_backend):
     assert abs(out[0].scores["positive"] - alone.scores["positive"]) < 1e-4
 
 
-def test_serve_batch_fails_only_the_bad_callers_request(torch_backend):
-    """The Classifier's real ``@serve.batch`` method: a bad item batched with good ones."""
-    from services.inference.app import Classifier
-
-    cls = Classifier.func_or_class
-    replica = cls.__new__(cls)
-    replica.backend, replica.batching = torch_backend, True
-
-    async def run():
-        replica.predict_batched.set_max_batch_size(8)
-        replica.predict_batched.set_batch_wait_timeout_s(0.2)
-        items = [ClassifierInput(text=f"good product {i}") for i in range(4)]
-        items.insert(2, ClassifierInput(text="bad \ud800 text"))
-        return await asyncio.gather(*(replica.predict(i) for i in items),
-                                    return_exceptions=True)
-
-    results = asyncio.run(run())
-    assert isinstance(results[2], TypeError)
-    fine = [r for i, r in enumerate(results) if i != 2]
-    assert all(not isinstance(r, BaseException) for r in fine), fine
-    assert max(size for _, size in fine) > 1  # they really were batched together
-
-
 # ------------------------------------------------------------------------- image bombs
 
 
