@@ -210,7 +210,17 @@ def fetch_image(
     Raises ``ImageFetchRefused``, ``ImageFetchFailed`` (with the server's ``status`` and
     ``retry_after_s`` when it answered an error) or ``PayloadTooLarge``.
     """
-    job = _FetchJob(_parse_url(url), settings, transport, check_url, user_agent)
+    return safe_get(url, settings, transport=transport, check_url=check_url,
+                    user_agent=user_agent, accept="image/*")
+
+
+def safe_get(
+    url: str, settings: ImageSettings, *, accept: str, transport: httpx.BaseTransport | None = None,
+    check_url: Callable[[httpx.URL], None] | None = None, user_agent: str = USER_AGENT,
+) -> bytes:
+    """``fetch_image`` for any body (the scraper's robots.txt of a photo host): the same SSRF
+    guard, redirect checks, size cap and deadline, with ``Accept: accept``."""
+    job = _FetchJob(_parse_url(url), settings, transport, check_url, user_agent, accept)
     # DNS has no timeout and httpx's are per operation, so the whole fetch runs in a worker
     # and the caller waits at most ``fetch_timeout_s``; on expiry the open socket is shut down
     # and the worker ends within its own per-operation timeouts.
@@ -230,9 +240,11 @@ class _FetchJob:
     def __init__(
         self, url: httpx.URL, settings: ImageSettings, transport: httpx.BaseTransport | None,
         check_url: Callable[[httpx.URL], None] | None = None, user_agent: str = USER_AGENT,
+        accept: str = "image/*",
     ) -> None:
         self.check_url = check_url
         self.user_agent = user_agent
+        self.accept = accept
         self.current = url
         self.settings = settings
         self.transport = transport
@@ -328,7 +340,7 @@ class _FetchJob:
             headers={
                 "Host": url.netloc.decode("ascii"),
                 "User-Agent": self.user_agent,
-                "Accept": "image/*",
+                "Accept": self.accept,
                 "Accept-Encoding": "identity",
             },
             timeout=httpx.Timeout(self._check_time()),
