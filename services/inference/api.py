@@ -33,7 +33,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense.errors import (
@@ -104,16 +104,39 @@ def _valid_unicode(value: str) -> str:
 Text = Annotated[str, AfterValidator(_valid_unicode)]
 
 
+def _json_integer(value: Any) -> Any:
+    """A JSON Schema integer: an int or an integral number (``10.0``), never a boolean or a
+    string (pydantic's lax mode would take ``false`` as 0 and ``"3"`` as 3)."""
+    if isinstance(value, bool) or isinstance(value, str):
+        raise ValueError("should be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
+# What the code checks beyond the field types, stated in the schema too (so that clients and
+# schemathesis see the same rules): text or image, and text with a non-space character unless
+# an image comes with it.
+_TEXT_OR_IMAGE = [{"required": ["text"], "properties": {"text": {"type": "string",
+                                                                  "pattern": "\\S"}}},
+                  {"required": ["image"], "properties": {"image": {"type": "string",
+                                                                    "minLength": 1}}}]
+
+
 class SentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"text": "The screen arrived cracked and support never answered."}]
+        "examples": [{"text": "The screen arrived cracked and support never answered."}],
+        "anyOf": _TEXT_OR_IMAGE,
     })
 
     text: Text | None = Field(None, description="the review text")
     image: Text | None = Field(
         None, description="a product photo: base64, a data: URL, or an http(s) URL"
     )
-    similar_k: int | None = Field(
+    similar_k: JsonInt | None = Field(
         None, ge=0, le=50,
         description="similar indexed reviews to return (default from the service; 0 = none)",
     )
@@ -162,7 +185,11 @@ class SearchFilters(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"query": "battery died after a week", "k": 5,
-                      "filters": {"label": "negative", "rating": {"lte": 2}}}]
+                      "filters": {"label": "negative", "rating": {"lte": 2}}}],
+        "anyOf": [{"required": ["query"], "properties": {"query": {"type": "string",
+                                                                    "pattern": "\\S"}}},
+                  {"required": ["image"], "properties": {"image": {"type": "string",
+                                                                    "minLength": 1}}}],
     })
 
     query: Text | None = Field(None, description="what to look for")
@@ -170,13 +197,13 @@ class SearchRequest(BaseModel):
         None, description="a query photo (base64, data: URL or http(s) URL): searches the "
         "image vectors, fused with the text lists when a query is given too"
     )
-    k: int = Field(10, ge=1, le=100, description="how many reviews")
+    k: JsonInt = Field(10, ge=1, le=100, description="how many reviews")
     filters: SearchFilters | None = None
     mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
     fusion: Literal["rrf", "weighted"] | None = Field(
         None, description="how hybrid lists are fused (default from the service settings)"
     )
-    rerank: bool | None = Field(
+    rerank: StrictBool | None = Field(
         None, description="re-score the fused head with the trained cross-encoder (default "
         "from the service settings; needs a query text and a trained reranker)"
     )
@@ -191,7 +218,8 @@ class SearchResponse(BaseModel):
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[SentimentRequest] = Field(..., description="reviews, answered in the same order")
+    items: list[SentimentRequest] = Field(..., description="reviews, answered in the same order",
+                                          json_schema_extra={"minItems": 1})
 
 
 class BatchResponse(BaseModel):
@@ -599,7 +627,30 @@ def build_api(service: ClassifierService, settings: Settings,
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     mount_ui(app)
+    _schema_limits(app, settings)
     return app
+
+
+def _schema_limits(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI schema with this deployment's limits (text length, batch size), which the
+    code enforces with its own messages."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            parts = schema.get("components", {}).get("schemas", {})
+            for name, field in (("SentimentRequest", "text"), ("SearchRequest", "query")):
+                prop = parts.get(name, {}).get("properties", {}).get(field, {})
+                for option in prop.get("anyOf", [prop]):
+                    if option.get("type") == "string":
+                        option["maxLength"] = settings.serve.max_text_chars
+            items = parts.get("BatchRequest", {}).get("properties", {}).get("items")
+            if items is not None:
+                items["maxItems"] = settings.serve.max_batch_items
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 class LocalClassifierService:
