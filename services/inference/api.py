@@ -114,31 +114,24 @@ def _json_integer(value: Any) -> Any:
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-
-
-# What the code checks beyond the field types, stated in the schema too (so that clients and
-# schemathesis see the same rules): text or image, and text with a non-space character unless
-# an image comes with it.
-_TEXT_OR_IMAGE = [{"required": ["text"], "properties": {"text": {"type": "string",
-                                                                  "pattern": "\\S"}}},
-                  {"required": ["image"], "properties": {"image": {"type": "string",
-                                                                    "minLength": 1}}}]
+def json_int(**bounds: int) -> Any:
+    """An integer field type with bounds (``ge``, ``le``) that takes JSON integers only (the
+    bounds sit inside, so the OpenAPI schema states them as minimum/maximum)."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_json_integer)]
 
 
 class SentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"text": "The screen arrived cracked and support never answered."}],
-        "anyOf": _TEXT_OR_IMAGE,
     })
 
     text: Text | None = Field(None, description="the review text")
     image: Text | None = Field(
         None, description="a product photo: base64, a data: URL, or an http(s) URL"
     )
-    similar_k: JsonInt | None = Field(
-        None, ge=0, le=50,
-        description="similar indexed reviews to return (default from the service; 0 = none)",
+    similar_k: json_int(ge=0, le=50) | None = Field(
+        None, description="similar indexed reviews to return (default from the service; 0 = "
+        "none)",
     )
     category: Text | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$",
@@ -186,10 +179,6 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"query": "battery died after a week", "k": 5,
                       "filters": {"label": "negative", "rating": {"lte": 2}}}],
-        "anyOf": [{"required": ["query"], "properties": {"query": {"type": "string",
-                                                                    "pattern": "\\S"}}},
-                  {"required": ["image"], "properties": {"image": {"type": "string",
-                                                                    "minLength": 1}}}],
     })
 
     query: Text | None = Field(None, description="what to look for")
@@ -197,7 +186,7 @@ class SearchRequest(BaseModel):
         None, description="a query photo (base64, data: URL or http(s) URL): searches the "
         "image vectors, fused with the text lists when a query is given too"
     )
-    k: JsonInt = Field(10, ge=1, le=100, description="how many reviews")
+    k: json_int(ge=1, le=100) = Field(10, description="how many reviews")
     filters: SearchFilters | None = None
     mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
     fusion: Literal["rrf", "weighted"] | None = Field(
