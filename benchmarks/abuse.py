@@ -109,7 +109,7 @@ def abuse_cases(slow_origin: str) -> list[tuple[str, str, str, dict]]:
     """(kind, method, path, request kwargs) of the flood, sent in turn."""
     big_items = b'{"items": [' + b",".join([b"{}"] * 300_000) + b"]}"
 
-    def chunks():
+    async def chunks():
         for _ in range(30):
             yield b" " * 100_000  # 3 MB, no Content-Length
 
@@ -206,8 +206,16 @@ def _replicas(pid: int) -> dict[int, str]:
         except Exception:  # noqa: BLE001 - gone
             continue
         if "ServeReplica" in title:
-            out[p.pid] = title.split()[0]
+            # Ray titles a busy actor ray::<Class>.<running method>: the class only
+            out[p.pid] = title.split()[0].split(".")[0]
     return out
+
+
+def _same_replicas(before: dict, after: dict) -> bool:
+    """The same replica processes (pid and deployment) before and after."""
+    def norm(d):
+        return {int(pid): title.split(".")[0] for pid, title in d.items()}
+    return norm(before) == norm(after)
 
 
 def run(args) -> dict:
@@ -284,7 +292,7 @@ def report(result: dict) -> None:
     fivexx = sum(v for k, v in total.items() if k.rsplit(" ", 1)[-1].startswith("5"))
     fivexx += sum(int(v) for runs in result["phases"].values() for r in runs
                   for c, v in r["codes"].items() if c.startswith("5"))
-    restarted = result["replicas_before"] != result["replicas_after"]
+    restarted = not _same_replicas(result["replicas_before"], result["replicas_after"])
     targets = Table(title="targets")
     for col in ("target", "measured", "met"):
         targets.add_column(col)
@@ -309,7 +317,12 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=20_000,
                     help="cap on requests per client group and phase")
     ap.add_argument("--json", type=Path, default=None, help="write the raw figures here")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="print the tables of figures a previous run wrote with --json")
     args = ap.parse_args()
+    if args.report:
+        report(json.loads(args.report.read_text()))
+        return
     try:
         result = run(args)
     except BenchError as exc:

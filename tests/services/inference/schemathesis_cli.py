@@ -61,12 +61,26 @@ def _real_image(item):
     return item
 
 
+_CONTROL = set(map(chr, range(0x20))) | {"\x7f"}
+
+
+def _has_control(body) -> bool:
+    items = [body, *(body.get("items") or [])] if isinstance(body, dict) else []
+    return any(isinstance(i, dict) and isinstance(i.get(f), str) and _CONTROL & set(i[f])
+               for i in items for f in ("category", "product"))
+
+
 @schemathesis.hook
 def filter_case(context, case):
-    """Skip a "valid" recent-predictions window of more than 720 buckets (a rule across two
-    fields)."""
+    """Skip "valid" cases that are not: category/product strings with a control character,
+    which the generator produces for the pattern ``^[^\x00-\x1f\x7f]*$`` although the
+    pattern excludes them (checked with Python's and pydantic's regex engines: they refuse
+    them, as the API does), and a recent-predictions window of more than 720 buckets (a rule
+    across two fields)."""
     if case.meta is None or case.meta.generation.mode != GenerationMode.POSITIVE:
         return True
+    if _has_control(case.body):
+        return False
     if case.operation.path == "/v1/predictions/recent" and isinstance(case.query, dict):
         minutes, step = case.query.get("minutes", 60), case.query.get("bucket_seconds")
         if isinstance(minutes, int) and isinstance(step, int) and minutes * 60 / step > 720:
