@@ -119,7 +119,7 @@ class ServeSettings(BaseModel):
         512, ge=1, description="words in a /v1/search query (more is 422); a similar-review "
         "lookup keeps the first ones")
     max_term_repeats: int = Field(
-        8, ge=1, description="times one word may appear in a /v1/search query (more is 422); "
+        32, ge=1, description="times one word may appear in a /v1/search query (more is 422); "
         "a similar-review lookup drops the extra copies")
     batch_max_size: int = Field(32, description="@serve.batch max_batch_size")
     batch_wait_timeout_s: float = Field(0.005, description="@serve.batch batch_wait_timeout_s")

@@ -405,7 +405,8 @@ RECENT_MAX_BUCKETS = 720
 
 def build_api(service: ClassifierService, settings: Settings,
               search: SearchService | None = None,
-              recent: RecentPredictions | None = None) -> FastAPI:
+              recent: RecentPredictions | None = None,
+              echo_request_id: bool = True) -> FastAPI:
     """The FastAPI app over ``service`` (and ``search`` for similar reviews), with the web page.
     ``recent`` is the ring buffer of recent predictions (a new one of ``RECENT_CAPACITY``
     entries by default). The same app runs inside Ray Serve and in tests."""
@@ -445,7 +446,7 @@ def build_api(service: ClassifierService, settings: Settings,
         "/v1/search": JsonBudget(max_containers=6, max_commas=24),
     }
     app.add_middleware(RequestGuard, settings=settings, metrics=metrics, keyring=keyring,
-                       budgets=budgets)
+                       budgets=budgets, echo_request_id=echo_request_id)
     api_routes = frozenset(budgets) | {"/v1/predictions/recent"}
     app.add_middleware(ObserveRequests, metrics=metrics, routes=api_routes)
 

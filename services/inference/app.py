@@ -159,7 +159,8 @@ class SentimentAPI:
         self.search = HandleSearchService(retriever) if retriever is not None else None
 
     def __serve_build_asgi_app__(self):
-        return build_api(self.service, self.settings, self.search)
+        # Serve's proxy sets and answers X-Request-Id itself: the API uses its id, adds none
+        return build_api(self.service, self.settings, self.search, echo_request_id=False)
 
 
 def build_app(args: AppArgs) -> serve.Application:

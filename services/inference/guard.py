@@ -211,8 +211,11 @@ class RequestGuard:
 
     def __init__(self, app, *, settings, metrics, keyring: KeyRing | None,
                  budgets: dict[str, JsonBudget] | None = None,
-                 limiter: RateLimiter | None = None) -> None:
+                 limiter: RateLimiter | None = None, echo_request_id: bool = True) -> None:
         self.app = app
+        # Behind Ray Serve's proxy the id is the proxy's (it sets X-Request-Id on the request,
+        # from the client's or a new one, and adds it to the response itself)
+        self.echo_request_id = echo_request_id
         self.settings = settings
         self.metrics = metrics
         self.keyring = keyring
@@ -295,9 +298,10 @@ class RequestGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = list(message.get("headers") or [])
-                if not any(k.lower() == REQUEST_ID_HEADER.encode() for k, _ in headers):
-                    headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+                name = REQUEST_ID_HEADER.encode()
+                headers = [(k, v) for k, v in message.get("headers") or [] if k.lower() != name]
+                if self.echo_request_id:  # (behind Serve, its proxy adds the same id)
+                    headers.append((name, rid.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -314,7 +314,7 @@ def test_repeated_term_search_is_refused_at_the_edge(torch_backend):
         assert search.queries == []  # the retriever never saw it
         r = httpx.post(srv.url + "/v1/sentiment", json={"text": "battery " * 1000}, timeout=60)
         assert r.status_code == 200
-        assert search.queries == [" ".join(["battery"] * 8)]
+        assert search.queries == [" ".join(["battery"] * ServeSettings().max_term_repeats)]
 
 
 # --------------------------------------------------------------- deadlines, backpressure
