@@ -312,6 +312,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         # our KubeClient (server-side apply, field manager shopsense-operator)
         settings.watching.server_timeout = 300
         settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+        # A deleted SentimentModel waits for its rollout timer to stop. A tick caught mid-way
+        # (a few API calls) gets a few seconds to finish, and is checked again every second,
+        # not after kopf's default 60 s.
+        settings.background.instant_exit_timeout = 5.0
+        settings.background.cancellation_polling = 1.0
         if memo.get("kube") is None:
             memo.kube = KubeClient.from_kopf()
         if memo.get("mlflow") is None:

@@ -170,7 +170,9 @@ def declare_resources(kmock: Any) -> None:
     kmock.resources["v1/events"] = info(kind="Event", namespaced=True)
     kmock.resources[SM] = info(kind="SentimentModel", namespaced=True, subresources={"status"},
                                verbs={"get", "list", "watch", "patch", "create", "delete"})
-    kmock.resources[RS] = info(kind="RayService", namespaced=True, subresources={"status"})
+    # The operator watches its child RayServices (it does not poll them): watch must be served.
+    kmock.resources[RS] = info(kind="RayService", namespaced=True, subresources={"status"},
+                               verbs={"get", "list", "watch", "patch", "create", "delete"})
     kmock.resources[SVC] = info(kind="Service", namespaced=True)
     kmock.resources[ING] = info(kind="Ingress", namespaced=True)
     kmock.resources[ROUTE] = info(kind="HTTPRoute", namespaced=True)
