@@ -73,27 +73,20 @@ MODES = ("sparse", "dense", "hybrid")
 BLITZER_CATEGORIES = ("books", "dvd", "electronics")
 
 
-class BenchError(RuntimeError):
-    """A failure the script reports in one line (no traceback)."""
-
-
 # ------------------------------------------------------------------------------------------
 # helpers
 
 
-# the same statistics and number format as benchmarks/speed.py
+# the harness the benchmark scripts share (statistics, number format, machine, tables)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import fmt, host_info, median, percentile
+from _harness import BenchError, busy_note, fmt, host_info, log, median, percentile  # noqa: E402
+from _harness import markdown_table as md_table  # noqa: E402
 
 
 def size_label(n: int) -> str:
     if n >= 1000 and n % 1000 == 0:
         return f"{n // 1000}k"
     return f"{n:,}"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def rss_bytes() -> int:
@@ -141,7 +134,7 @@ def load_corpus(data_dir: Path) -> list[Any]:
         for category in BLITZER_CATEGORIES:
             docs += [Doc.from_review(r) for r in load_blitzer(data_dir, category)]
     except DataError as exc:
-        raise BenchError(f"cannot read the Blitzer reviews: {exc} (--data-dir)") from None
+        raise BenchError(f"cannot read the Blitzer reviews: {exc} (--data-dir)") from exc
     return docs
 
 
@@ -376,8 +369,8 @@ def run_child(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
         p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=None, text=True,
                            timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"a run of size {cfg['size']:,} took more than {timeout:.0f} s") from None
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"a run of size {cfg['size']:,} took more than {timeout:.0f} s") from exc
     line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("RESULT ")), None)
     if p.returncode != 0 or line is None:
         raise BenchError(f"the run of size {cfg['size']:,} failed (exit {p.returncode}); "
@@ -511,10 +504,8 @@ def markdown_table(sizes: list[dict[str, Any]]) -> str:
     head = ["figure (median of runs)", *[f"{s['size']:,} reviews" for s in sizes]]
     if growth:
         head.append(f"growth {size_label(hi['size'])} / {size_label(lo['size'])}")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
-    for label, cells, ratio in rows:
-        lines.append("| " + " | ".join([label, *cells, *([ratio] if growth else [])]) + " |")
-    return "\n".join(lines)
+    return md_table(head, [[label, *cells, *([ratio] if growth else [])]
+                           for label, cells, ratio in rows])
 
 
 def print_report(result: dict[str, Any], out=None) -> None:
@@ -526,9 +517,9 @@ def print_report(result: dict[str, Any], out=None) -> None:
           f"load avg 1m {m['loadavg_1m_start']} at start, {m.get('loadavg_1m_end', '?')} at end; "
           f"qdrant-client {v['qdrant-client']} (local mode), tantivy {v['tantivy']}, "
           f"torch {v['torch']}.", file=out)
-    if m["loadavg_1m_start"] > 0.5 * (m["usable_cores"] or 1):
-        print(f"**Note: the machine was busy before the run (load {m['loadavg_1m_start']} on "
-              f"{m['usable_cores']} cores): figures are noisy.**", file=out)
+    note = busy_note(m)
+    if note:
+        print(f"**Note: {note}.**", file=out)
     c = result["corpus"]
     print(f"Corpus: {c['unique']:,} real Blitzer reviews"
           + (f", reused with new ids up to {max(cfg['sizes']):,}" if max(cfg['sizes']) > c['unique']

@@ -106,9 +106,8 @@ def _search_service(url: str, query: str | None, image: bytes | None, *, k: int,
 
     import httpx
 
-    from services.retrieval.errors import BackendUnavailable
     from services.retrieval.schema import Hit
-    from shopsense.errors import ShopsenseError
+    from shopsense.errors import ServiceUnavailable, ShopsenseError
 
     body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
     if image is not None:
@@ -126,7 +125,7 @@ def _search_service(url: str, query: str | None, image: bytes | None, *, k: int,
     try:
         r = httpx.post(url.rstrip("/") + "/v1/search", json=body, timeout=60)
     except httpx.HTTPError as exc:
-        raise BackendUnavailable(f"{url}: {exc}") from None
+        raise ServiceUnavailable(f"{url}: the service did not answer ({exc})") from exc
     if r.status_code != 200:
         try:
             msg = r.json()["message"]
@@ -157,34 +156,19 @@ def search_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Reviews similar to QUERY (and/or --image), with each retriever's score and the fused one."""
-    from pydantic import ValidationError
+    from services.retrieval.request import check_search
+    from services.retrieval.retriever import HybridRetriever
 
-    from services.retrieval.retriever import MAX_K, HybridRetriever
-    from services.retrieval.schema import MODES, Filters
+    # check everything before opening indexes or loading models
+    filters = check_search(
+        query, has_image=image is not None, mode=mode, k=k, fusion=fusion, rerank=rerank,
+        filters={name: value for name, value in (
+            ("category", category), ("label", label), ("product", product),
+            ("rating_gte", rating_gte), ("rating_lte", rating_lte)) if value is not None},
+        cli=True).filters
+    from services.retrieval.schema import Filters
 
-    # validate everything before opening indexes or loading models
-    if mode not in MODES:
-        raise InvalidInput(f"--mode {mode!r}: choose {', '.join(MODES)}")
-    if not 1 <= k <= MAX_K:
-        raise InvalidInput(f"--k must be between 1 and {MAX_K}, got {k}")
-    if fusion is not None and fusion not in ("rrf", "weighted"):
-        raise InvalidInput(f"--fusion {fusion!r}: choose rrf or weighted")
-    if rating_gte is not None and rating_lte is not None and rating_gte > rating_lte:
-        raise InvalidInput(f"--rating-gte {rating_gte:g} is above --rating-lte {rating_lte:g}")
-    try:
-        filters = Filters(category=category, label=label, product=product,
-                          rating_gte=rating_gte, rating_lte=rating_lte)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "--" + ".".join(str(p) for p in first.get("loc", ())).replace("_", "-")
-        msg = str(first.get("msg")).removeprefix("Value error, ")
-        raise InvalidInput(f"{where if where != '--' else 'filters'}: {msg}") from None
-    if not (query or "").strip() and image is None:
-        raise InvalidInput("give a QUERY text, an --image or both")
-    if mode == "sparse" and image is not None:
-        raise InvalidInput("--mode sparse (BM25) cannot use --image; use hybrid or dense")
-    if rerank and not (query or "").strip():
-        raise InvalidInput("--rerank needs a QUERY text")
+    filters = filters or Filters()
     image_bytes = _read_query_image(image) if image is not None else None
     settings = _settings()
     if url is not None:
@@ -230,15 +214,20 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="qrels file name without .tsv"),
     max_queries: int | None = typer.Option(None, "--max-queries",
                                               help="evaluate at most N queries"),
-    rerank: bool | None = typer.Option(None, "--rerank/--no-rerank", help="hybrid+rerank mode: "
+    rerank: bool | None = typer.Option(None, "--rerank/--no-rerank", help="the +rerank modes: "
                                           "default when a trained reranker exists; --rerank "
                                           "requires one"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
-    """nDCG@10, Recall@100 and MRR@10 of every mode (dense, sparse, hybrid = the configured
-    fusion, hybrid-rrf, hybrid-weighted, hybrid+rerank when a reranker is trained) on a BEIR
-    collection, indexed into a throw-away index."""
-    from services.retrieval.beir import METRICS, evaluate_beir
+    """nDCG@10, Recall@100 and MRR@10 (trec_eval's, through ir-measures) of every mode (dense,
+    sparse, hybrid-rrf, hybrid-weighted), each with and without the trained reranker, with
+    paired significance tests, on a BEIR collection indexed into a throw-away index."""
+    from services.retrieval.offline.beir import (
+        REPORT_COLUMNS,
+        evaluate_beir,
+        report_rows,
+        report_summary,
+    )
 
     if max_queries is not None and max_queries < 1:
         raise InvalidInput("--max-queries must be >= 1")
@@ -251,12 +240,13 @@ def evaluate_cmd(
     from rich.table import Table
 
     table = Table(title=f"{beir} ({result['queries']} queries, {result['corpus']} documents)")
-    table.add_column("mode")
-    for m in METRICS:
-        table.add_column(m)
-    for mode in result["modes"]:
-        table.add_row(mode, *(f"{result[mode][m]:.4f}" for m in METRICS))
-    Console().print(table)
+    for col in REPORT_COLUMNS:
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for row in report_rows(result):
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    console.print(report_summary(result))
 
 
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
@@ -301,8 +291,8 @@ def train_reranker_cmd(
 ) -> None:
     """Train the cross-encoder reranker from the offline MiniLM on pairs derived from real
     reviews, calibrate it, and write it (see services/retrieval/rerank.py)."""
-    from services.retrieval.rerank import TrainConfig, train_reranker
-    from services.retrieval.review_sets import BLITZER_CATEGORIES
+    from services.retrieval.offline.train_rerank import TrainConfig, train_reranker
+    from services.retrieval.offline.review_sets import BLITZER_CATEGORIES
     from shopsense.data.loaders import SET_NAMES
 
     names = [s.strip() for s in sets.split(",") if s.strip()]
@@ -353,7 +343,7 @@ def review_set_cmd(
 ) -> None:
     """Export a review-retrieval test collection (query = a review, relevant = other reviews
     of the same product with the same label) in BEIR layout; see review_sets.py."""
-    from services.retrieval.review_sets import export_review_set
+    from services.retrieval.offline.review_sets import export_review_set
 
     if other_label_gain < 0:
         raise InvalidInput("--other-label-gain must be >= 0")

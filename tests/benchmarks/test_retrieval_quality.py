@@ -31,7 +31,7 @@ def tiny_beir(root: Path) -> Path:
 
 
 def tiny_reranker(out: Path) -> Path:
-    from services.retrieval.rerank import TrainConfig, train_reranker
+    from services.retrieval.offline.train_rerank import TrainConfig, train_reranker
     from tests.services.retrieval.conftest import settings
 
     reviews = [Review.make(source=Source(kind="synthetic", name="b", source_id=str(i)),
