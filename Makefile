@@ -17,7 +17,7 @@ DEMO_INDEX ?= blitzer-electronics
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test serve stop train benchmarks clean browser pipeline
+.PHONY: install demo test serve stop train benchmarks clean browser pipeline llm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,27 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)
+
+# The offline LLM: llama-cpp-python compiled from source (its default native build crashes on
+# some CPUs; these flags work on any x86-64 with AVX2), cached as a wheel outside the checkout
+# so a clean clone reuses it; then the GGUF model packages (requirements-llm.txt), verified.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLM_WHEELS ?= $(HOME)/.cache/shopsense/wheels/llama-cpp-$(LLAMA_CPP_VERSION)-avx2
+LLM_STAMP := $(VENV)/.llm-installed
+
+$(LLM_STAMP): $(STAMP) requirements-llm.txt
+	@if ! ls $(LLM_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+	  echo "building llama-cpp-python $(LLAMA_CPP_VERSION) from source (about 12 minutes on 2 cores, once: cached in $(LLM_WHEELS))"; \
+	  mkdir -p $(LLM_WHEELS) && CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(VENV)/bin/pip wheel -q --no-deps \
+	    -w $(LLM_WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); fi
+	$(VENV)/bin/pip install -q $$(ls $(LLM_WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl | head -n 1)
+	$(VENV)/bin/pip install -q --no-deps -r requirements-llm.txt
+	$(VENV)/bin/shopsense llm status --verify
+	touch $@
+
+llm: $(LLM_STAMP)
 
 demo: install
 	$(VENV)/bin/shopsense prepare --recipe $(RECIPE)
@@ -41,7 +62,7 @@ demo: install
 	  echo "Try: curl -s -X POST http://$(HOST):$(PORT)/v1/sentiment -H 'content-type: application/json' -d '{\"text\": \"Broke after two days.\"}'"; \
 	  echo "Stop it with: $(VENV)/bin/shopsense stop"; fi
 
-test: install tools browser
+test: install llm tools browser
 	SHOPSENSE_REQUIRE_HELM=1 $(PY) -m pytest -q --timeout 900
 
 # Debian's chromium for the Playwright tests (Playwright's own browser download is not used).

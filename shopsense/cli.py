@@ -145,7 +145,8 @@ def prepare(
 def evaluate(
     data: Path = typer.Option(..., "--data", help="JSONL: text, label, optional image, category"),
     model: Optional[str] = typer.Option(None, help="models:/name@alias, models:/name/N or a bundle dir"),
-    baseline: Optional[str] = typer.Option(None, help="keyword | vader instead of a model"),
+    baseline: Optional[str] = typer.Option(None, help="keyword | vader | llm instead of a model "
+                                           "(llm: the LLM's zero-shot label-word logits)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     batch_size: int = typer.Option(64, help="items per forward pass"),
 ) -> None:
@@ -155,11 +156,15 @@ def evaluate(
     records = read_eval_file(data)
     if baseline is not None and model is not None:
         fail("--model and --baseline exclude each other")
-    if baseline is not None:
+    if baseline == "llm":
+        if any(r.get("image") for r in records):
+            log.warning("baseline llm reads text only; images are ignored")
+        result = _evaluate_llm(records)
+    elif baseline is not None:
         from shopsense.baselines import BASELINES
 
         if baseline not in BASELINES:
-            fail(f"unknown baseline {baseline!r}; choose keyword or vader")
+            fail(f"unknown baseline {baseline!r}; choose keyword, vader or llm")
         if any(r.get("image") for r in records):
             log.warning("baseline %s reads text only; images are ignored", baseline)
         fn = BASELINES[baseline]
@@ -196,6 +201,38 @@ def evaluate(
                       str(m["support"]))
         Console().print(t)
         typer.echo(f"accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}")
+
+
+def _evaluate_llm(records: list[dict]) -> dict:
+    """The evaluation contract with the LLM's zero-shot judgement (labels it has made before
+    for the same text come from the teacher-label cache)."""
+    from shopsense.evaluate import evaluate_records
+    from shopsense.llm.server import llm_endpoint
+    from shopsense.llm.teacher import teacher_labeller, teacher_labels
+    from shopsense.text import review_content
+
+    with llm_endpoint() as ep:
+        labeller, cache = teacher_labeller(ep), teacher_labels(ep)
+        bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(desc="LLM", unit="text")
+
+        def tick(done: int, total: int) -> None:
+            if bar is not None:
+                bar.total = total
+                bar.update(1)
+
+        texts = [review_content(r.get("title"), r["text"]) if r.get("text") else None
+                 for r in records]
+        try:
+            return evaluate_records(
+                records, lambda _t, _i: labeller.proba(texts, cache=cache, progress=tick),
+                model={"name": "baseline:llm", "version": None, "teacher": ep.identity})
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def _load_eval_images(records: list[dict], base: Path) -> list:

@@ -10,6 +10,9 @@ ShopsenseError
 ├── ModelNotFound                 no such model / alias in the registry
 ├── ModelNotReady           (503) the model is still loading
 ├── UpstreamError           (502) a model server behind the API answered nonsense
+├── LLMUnavailable          (503) no LLM can be reached or started (runtime or weights
+│   │                             missing, endpoint down)
+│   └── WeightsCorrupt            an offline model's file has the wrong size or sha256
 └── DataError                     a data file or dataset that cannot be read
 """
 
@@ -54,6 +57,15 @@ class UpstreamError(ShopsenseError):
 
 class ServiceUnavailable(ShopsenseError):
     """A part of the service is switched off or not up yet (HTTP 503)."""
+
+
+class LLMUnavailable(ShopsenseError):
+    """No LLM can be reached or started: the runtime or the weights are not installed, or the
+    configured endpoint does not answer."""
+
+
+class WeightsCorrupt(LLMUnavailable):
+    """An offline model's joined GGUF file does not have the published size or sha256."""
 
 
 class DataError(ShopsenseError):

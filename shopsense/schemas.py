@@ -11,8 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Label = Literal["negative", "neutral", "positive"]
 SourceKind = Literal["scraped", "synthetic", "imported"]
 Modality = Literal["text", "image"]
+#: where a review's label came from: a person (``human``), its star rating (``rating``), the
+#: LLM (``llm``), a model (``model``), the LLM and a model together (``ensemble``), or the
+#: generation spec of a synthetic review (``spec``)
+LabelSource = Literal["human", "rating", "llm", "model", "ensemble", "spec"]
 
-SCHEMA_VERSION = 1
+#: 2: ``Review.label_source`` and ``label_confidence`` (readers accept 1 and 2)
+SCHEMA_VERSION = 2
 
 
 def review_id(source: str, source_id: str) -> str:
@@ -69,6 +74,9 @@ class Review(BaseModel):
     title: str | None = None
     rating: float | None = Field(None, ge=1, le=5)
     label: Label | None = None
+    label_source: LabelSource | None = Field(None, description="where ``label`` came from")
+    label_confidence: float | None = Field(None, ge=0, le=1, description="the labeller's "
+                                           "probability of ``label`` (automatic labels)")
     images: list[ImageRef] = Field(default_factory=list)
     product: Product | None = None
     source: Source

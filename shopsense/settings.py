@@ -78,6 +78,20 @@ class VLLMSettings(BaseModel):
     timeout_s: float = 60.0
 
 
+class LLMSettings(BaseModel):
+    """The embedded LLM server (used when no ``SHOPSENSE_LLM_BASE_URL`` is set)."""
+
+    embedded_model: str = Field("qwen2.5-coder-1.5b-instruct-q4_k_m", description="offline "
+                                "model: qwen2.5-coder-1.5b-instruct-q4_k_m | "
+                                "qwen2.5-coder-0.5b-instruct-q4_k_m | smollm2-135m-instruct-q4_1")
+    threads: int = Field(0, ge=0, description="CPU threads of the embedded server; 0 = all cores")
+    cache_dir: Path | None = Field(None, description="where sliced models are joined (verified "
+                                   "GGUF files); default $XDG_CACHE_HOME/shopsense/llm")
+    context: int = Field(2048, ge=256, description="context window (tokens) of the embedded server")
+    label_max_chars: int = Field(700, ge=100, description="longest review text the labeller "
+                                 "shows the LLM (head and tail kept); prompt cost grows with it")
+
+
 class Settings(BaseSettings):
     """Everything the platform reads from its environment."""
 
@@ -96,6 +110,12 @@ class Settings(BaseSettings):
     model_name: str = "shopsense-sentiment"
     pushgateway_url: str | None = Field(None, description="Prometheus Pushgateway (host:port) "
                                         "the validate step pushes its quality figures to")
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible LLM endpoint (…/v1); "
+                                     "unset: the embedded llama.cpp server is started when needed")
+    llm_model: str | None = Field(None, description="model name sent to llm_base_url")
+    llm_api_key: str | None = None
+    llm_timeout_s: float = Field(120.0, description="timeout of one LLM request")
+    llm: LLMSettings = Field(default_factory=LLMSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)

@@ -92,3 +92,27 @@ def mlflow_uris_restored():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def smol_llm():
+    """The real llama.cpp OpenAI-compatible server with SmolLM2-135M (weak, fast: for the
+    mechanics), started once for the session."""
+    from shopsense.llm.server import EmbeddedServer
+    from shopsense.llm.weights import embedded_model
+
+    with EmbeddedServer(embedded_model("smollm2-135m-instruct-q4_1"), threads=1,
+                        context=1024) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture()
+def smol_llm_env(smol_llm, monkeypatch):
+    """Settings that point every LLM user at the session's SmolLM2 server."""
+    from shopsense.settings import get_settings
+
+    monkeypatch.setenv("SHOPSENSE_LLM_BASE_URL", smol_llm.base_url)
+    monkeypatch.setenv("SHOPSENSE_LLM_MODEL", smol_llm.model)
+    get_settings.cache_clear()
+    yield smol_llm
+    get_settings.cache_clear()

@@ -630,6 +630,7 @@ class _Crawler:
             review = Review.make(
                 source=source, text=text, title=er.title, rating=er.rating,
                 label=rating_to_label(er.rating),
+                label_source="rating" if er.rating is not None else None,
                 product=Product(id=product_id, name=er.product_name or info.get("h1"),
                                 category=(er.category or "").lower() or None),
                 created_at=_date(er.date),

@@ -1,5 +1,5 @@
-"""``shopsense demo-shop`` and ``shopsense scrape``; :func:`register_data_agents` is the one
-entry point that adds every data-agent command (scrape, synthesize, validate)."""
+"""``shopsense demo-shop`` and ``shopsense scrape`` (each pipeline step registers its own
+commands through the ``shopsense.commands`` entry points)."""
 
 from __future__ import annotations
 
@@ -74,13 +74,3 @@ def scrape_cmd(
 def register(app: typer.Typer) -> None:
     app.command("demo-shop")(demo_shop_cmd)
     app.command("scrape")(scrape_cmd)
-
-
-def register_data_agents(app: typer.Typer) -> None:
-    """Entry point (``shopsense.commands``): demo-shop, scrape, synthesize, validate."""
-    from pipelines.synthesize.cli import register as register_synthesize
-    from pipelines.validate.cli import register as register_validate
-
-    register(app)
-    register_synthesize(app)
-    register_validate(app)

@@ -54,12 +54,16 @@ def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: 
     if spec.generator == "llm":
         if chat is None:
             raise ValueError("generator 'llm' needs a chat model (set SHOPSENSE_LLM_BASE_URL)")
-        gen: Any = LLMGenerator(chat, grounded)
+        gen: Any = LLMGenerator(chat, grounded, category=spec.category,
+                                style_examples=spec.style_examples,
+                                temperature=spec.temperature)
     else:
         gen = grounded
     painter = images or ProceduralImages()
     products = spec.products or [""]
-    spec_json = spec.model_dump(mode="json")
+    # the examples are inputs, not part of what each record needs to say how it was made
+    spec_json = spec.model_dump(mode="json", exclude={"style_examples"})
+    spec_json["style_examples"] = len(spec.style_examples)
     reviews: list[Review] = []
     blobs: dict[str, bytes] = {}
     generators: dict[str, int] = {}
@@ -103,6 +107,7 @@ def run_synthesize(spec: GenerationSpec, out: str, *, chat: Any = None, images: 
                           generator=g.generator,
                           spec={"spec": spec_json, "label": label, "controls": controls}),
             text=g.text, title=g.title, rating=float(rating), label=label,  # type: ignore[arg-type]
+            label_source="spec",
             images=refs,
             product=Product(id=f"synthetic:{hashlib.sha256(product.encode()).hexdigest()[:10]}",
                             name=product or None, category=spec.category),

@@ -54,6 +54,10 @@ class GenerationSpec(BaseModel):
         description="shared sets whose phrasing grounds the text (keep the target category "
                     "out of it for a cold-start experiment)")
     generator: Literal["grounded", "llm"] = "grounded"
+    style_examples: list[str] = Field(
+        default_factory=list, description="real reviews of the target category (no labels "
+        "needed) that the LLM imitates: vocabulary, length and style come from the target")
+    temperature: float = Field(0.8, ge=0, le=2, description="LLM sampling temperature")
     seed: int = 0
 
     @model_validator(mode="after")

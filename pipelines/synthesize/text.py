@@ -11,9 +11,10 @@ intensity, negation, product name): an opener, one or two mined sentences of tha
 optional negated aspect clause, and a closer. A result whose normalised text equals a real
 review, or that is a single mined sentence, is never returned.
 
-:class:`LLMGenerator` asks a LangChain chat model (``ChatOpenAI`` against vLLM serving
-Llama-3.1 in a cluster) for ``{"title", "text"}`` with a few mined sentences as style
-examples; on a failure or an unusable answer it falls back to the grounded generator.
+:class:`LLMGenerator` asks a LangChain chat model (``ChatOpenAI`` against vLLM in a cluster,
+the embedded llama.cpp server on one machine) for a title and a review from the spec's
+controls, with few-shot examples of the target category's own reviews; on a failure or an
+unusable answer it falls back to the grounded generator and says so.
 """
 
 from __future__ import annotations
@@ -223,22 +224,66 @@ class GroundedGenerator:
             "product": product, "phrases": len(phrases)})
 
 
-_LLM_PROMPT = """Write one realistic customer review of a {noun} called "{product}".
-Sentiment: {label} (star rating {rating} of 5). Focus on the {aspect}. Intensity: {intensity}.
-{negation}Match the tone and phrasing of these real review sentences, without copying them:
+_SYSTEM = ("You write product reviews that read exactly like real customers' reviews on a "
+           "shopping site.")
+_EXAMPLES = """Real reviews customers wrote about {category} products:
 {examples}
-Reply with ONE JSON object: {{"title": "...", "text": "..."}} and nothing else."""
+"""
+_ASK = """Write one new review of {product} in the style of these customers (their vocabulary, \
+length and tone), not a copy of any of them.
+Sentiment: {label} ({rating} of 5 stars). About {words} words. Mention the {aspect}. Tone: \
+{tone}.{negation}
+Reply in exactly this form:
+Title: <a short title>
+Review: <the review>"""
+_TONES = {
+    "positive": ["enthusiastic", "matter-of-fact", "detailed", "brief", "warm"],
+    "negative": ["disappointed", "angry", "matter-of-fact", "detailed", "sarcastic"],
+    "neutral": ["matter-of-fact", "mixed", "detailed", "brief", "lukewarm"],
+}
 
 
 class LLMGenerator:
+    """Reviews written by an LLM (a LangChain chat model: ``ChatOpenAI`` against vLLM or the
+    embedded llama.cpp server) from the spec's controls, with few-shot examples of the target
+    category's own reviews (``style_examples``, else mined phrases) so that vocabulary,
+    length and style come from the target. The example set changes every ``rotate``
+    reviews; between changes the prompt's prefix is the same, which the server caches. An
+    unusable answer falls back to the grounded generator (``controls.llm_fallback``)."""
+
     name = "llm"
 
-    def __init__(self, chat: Any, fallback: GroundedGenerator) -> None:
+    def __init__(self, chat: Any, fallback: GroundedGenerator, *, category: str = "",
+                 style_examples: list[str] | None = None, per_prompt: int = 3,
+                 rotate: int = 5, example_chars: int = 400, temperature: float = 0.8,
+                 max_words: int = 120) -> None:
         self.chat = chat
         self.fallback = fallback
+        self.category = category or fallback.bank.noun
+        self.style = [" ".join(t.split()) for t in (style_examples or []) if t and t.strip()]
+        self.per_prompt, self.rotate = per_prompt, max(1, rotate)
+        self.example_chars, self.temperature, self.max_words = example_chars, temperature, max_words
         self.failures = 0
+        self._made = 0
+        self._examples: list[str] = []
         model = getattr(chat, "model_name", None) or getattr(chat, "model", None)
         self.name = f"llm:{model or type(chat).__name__}"
+
+    def _pick_examples(self, label: str, rng: np.random.Generator) -> list[str]:
+        if self._made % self.rotate == 0 or not self._examples:
+            if self.style:
+                idx = rng.choice(len(self.style), size=min(self.per_prompt, len(self.style)),
+                                 replace=False)
+                self._examples = [self.style[int(i)] for i in idx]
+            else:
+                self._examples = self.fallback.bank.examples(label, rng, self.per_prompt)
+        return self._examples
+
+    def _words(self, rng: np.random.Generator) -> int:
+        """A length drawn from the examples' lengths (the category's own), capped."""
+        pool = self.style or self._examples
+        n = len(pool[int(rng.integers(len(pool)))].split()) if pool else 60
+        return int(min(self.max_words, max(15, n)))
 
     def generate(self, label: str, *, product: str, aspect: str, rng: np.random.Generator
                  ) -> Generated:
@@ -246,19 +291,32 @@ class LLMGenerator:
         negation = bool(rng.random() < 0.3)
         rating = {"negative": int(rng.choice([1, 2])), "neutral": 3,
                   "positive": int(rng.choice([4, 5]))}[label]
-        prompt = _LLM_PROMPT.format(
-            noun=self.fallback.bank.noun, product=product or f"this {self.fallback.bank.noun}",
-            label=label, rating=rating, aspect=aspect, intensity=intensity,
-            negation="Use at least one negated phrase. " if negation else "",
-            examples="\n".join(f"- {e}" for e in self.fallback.bank.examples(label, rng)))
+        examples = self._pick_examples(label, rng)
+        words = self._words(rng)
+        tone = str(rng.choice(_TONES[label]))
+        noun = self.fallback.bank.noun
+        shown = "\n".join(f'Review {i}: "{_clip(e, self.example_chars)}"'
+                           for i, e in enumerate(examples, 1))
+        ask = _ASK.format(product=product or f"a {noun}", label=label, rating=rating,
+                          words=words, aspect=aspect, tone=tone,
+                          negation=" Use at least one negated phrase." if negation else "")
+        messages = [("system", _SYSTEM),
+                    ("human", _EXAMPLES.format(category=self.category, examples=shown) + "\n"
+                     + ask)]
+        seed = int(rng.integers(2**31))
+        self._made += 1
         try:
-            reply = self.chat.invoke(prompt)
+            reply = self.chat.invoke(messages, temperature=self.temperature, seed=seed,
+                                     max_tokens=int(words * 1.8) + 24)
             obj = _parse_reply(getattr(reply, "content", reply))
-        except Exception as exc:
-            log.warning("LLM generation failed: %s", exc)
+        except Exception as exc:  # an unreachable or failing model falls back, never stops
+            log.warning("LLM generation failed: %s", str(exc).splitlines()[0] if str(exc)
+                        else type(exc).__name__)
             obj = {}
         text = " ".join(str(obj.get("text") or "").split())
-        if len(text) < 20 or normalise_text(text) in self.fallback.bank.real_texts:
+        real = self.fallback.bank.real_texts
+        if (len(text.split()) < 5 or normalise_text(text) in real
+                or any(normalise_text(text) == normalise_text(e) for e in examples)):
             self.failures += 1
             g = self.fallback.generate(label, product=product, aspect=aspect, rng=rng)
             g.controls["llm_fallback"] = True
@@ -266,17 +324,46 @@ class LLMGenerator:
         return Generated(title=str(obj.get("title") or "")[:200] or label.title(), text=text,
                          generator=self.name, controls={
                              "aspect": aspect, "intensity": intensity, "negation": negation,
-                             "product": product, "rating": rating, "prompt_chars": len(prompt)})
+                             "product": product, "rating": rating, "tone": tone,
+                             "words": words, "seed": seed, "temperature": self.temperature,
+                             "examples": len(examples),
+                             "examples_from": "category" if self.style else "phrase-bank"})
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " ..."
+
+
+_TITLE_REVIEW = re.compile(r"title\s*:\s*(?P<title>[^\n]*)\n+\s*review\s*:\s*(?P<text>.+)",
+                           re.IGNORECASE | re.DOTALL)
+
+
+_REFUSAL = re.compile(r"^\W*(sorry|i'?m sorry|i cannot|i can't|as an ai|i am unable)",
+                      re.IGNORECASE)
 
 
 def _parse_reply(content: Any) -> dict[str, Any]:
-    """The outermost ``{...}`` of a chat reply as a dict (``{}`` when there is none)."""
+    """``{"title", "text"}`` from a reply in the asked form (``Title: ...`` then
+    ``Review: ...``), from the outermost ``{...}`` of a JSON reply, or, from a model that
+    ignored the form, the reply itself (a short first line is its title); ``{}`` for a
+    refusal or nothing."""
     text = content if isinstance(content, str) else json.dumps(content)
+    m = _TITLE_REVIEW.search(text)
+    if m:
+        return {"title": m.group("title").strip().strip('"'),
+                "text": m.group("text").strip().strip('"')}
     start, end = text.find("{"), text.rfind("}")
-    if start == -1 or end <= start:
+    if start != -1 and end > start:
+        try:
+            obj = json.loads(text[start : end + 1])
+        except json.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            return obj
+    plain = text.strip()
+    if not plain or _REFUSAL.search(plain):
         return {}
-    try:
-        obj = json.loads(text[start : end + 1])
-    except json.JSONDecodeError:
-        return {}
-    return obj if isinstance(obj, dict) else {}
+    lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
+    if len(lines) > 1 and len(lines[0].split()) <= 10:
+        return {"title": lines[0].rstrip(":").strip('"*# '), "text": " ".join(lines[1:])}
+    return {"title": "", "text": " ".join(lines)}

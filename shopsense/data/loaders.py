@@ -139,6 +139,7 @@ def load_uci(
                 source=_imported(set_name, str(lineno)),
                 text=sentence,
                 label="positive" if score == "1" else "negative",
+                label_source="human",
                 product=product,
                 created_at=EPOCH,
             )
@@ -201,6 +202,7 @@ def load_blitzer(data_dir: str | os.PathLike[str] | None, category: str) -> list
                     title=f.get("title") or None,
                     rating=rating,
                     label=label,
+                    label_source="rating",
                     product=Product(
                         id=f.get("asin") or f"{set_name}:unknown",
                         name=f.get("product_name") or None,
@@ -338,6 +340,7 @@ def load_huliu(data_dir: str | os.PathLike[str] | None, product: str | None = No
                         source=_imported("huliu", f"{f.stem}:{review.index}:{si}"),
                         text=s.text,
                         label=s.label,
+                        label_source="human" if s.label else None,
                         product=prod,
                         created_at=EPOCH,
                     )
@@ -367,6 +370,7 @@ def load_huliu_reviews(
                     text=text,
                     title=review.title,
                     label=label,
+                    label_source="human" if label else None,
                     product=prod,
                     created_at=EPOCH,
                 )

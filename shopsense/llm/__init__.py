@@ -6,7 +6,7 @@ synthetic ones, teach the compact model and guide the scraper.
 - :mod:`shopsense.llm.chat`: the LangChain chat model the data agents speak.
 """
 
-from shopsense.llm.chat import chat_model_from_env
+from shopsense.llm.chat import chat_model_for, chat_model_from_env
 from shopsense.llm.weights import (
     DEFAULT_EMBEDDED,
     EMBEDDED,
@@ -18,4 +18,4 @@ from shopsense.llm.weights import (
 )
 
 __all__ = ["DEFAULT_EMBEDDED", "EMBEDDED", "EmbeddedLLM", "LLMUnavailable", "WeightsCorrupt",
-           "chat_model_from_env", "embedded_model", "materialise"]
+           "chat_model_for", "chat_model_from_env", "embedded_model", "materialise"]

