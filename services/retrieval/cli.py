@@ -355,7 +355,66 @@ def review_set_cmd(
                f"relevant judgements from {', '.join(rep['source'])} to {rep['out_dir']}")
 
 
+def generate_queries_cmd(
+    sets: str = typer.Option(",".join(("blitzer-books", "huliu-reviews")), "--sets",
+                             help="review sets to write queries for (comma separated); keep "
+                             "them disjoint from what you evaluate and calibrate on"),
+    limit: int | None = typer.Option(None, "--limit", help="at most N reviews not cached yet"),
+    per_review: int = typer.Option(4, "--per-review", help="queries asked for per review"),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", help="stop after this "
+                                             "long (what was made is kept)"),
+    model: str | None = typer.Option(None, "--model", help="embedded model key (default "
+                                     "SHOPSENSE_LLM__EMBEDDED_MODEL); ignored when "
+                                     "SHOPSENSE_LLM_BASE_URL is set"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Write the queries a shopper would type for training reviews with the local LLM, into the
+    resumable query cache (services/retrieval/offline/querygen.py); the reranker trains on them
+    (train-reranker --source llm)."""
+    from services.retrieval.offline.querygen import (
+        QueryCache,
+        QueryGenerator,
+        generate_queries,
+        review_order,
+    )
+    from shopsense.data.loaders import SET_NAMES, load_set
+    from shopsense.llm.client import LLMClient
+    from shopsense.llm.server import llm_endpoint
+    from shopsense.settings import get_settings
+
+    names = [x.strip() for x in sets.split(",") if x.strip()]
+    bad = [n for n in names if n not in SET_NAMES]
+    if not names or bad:
+        raise InvalidInput(f"--sets {bad[0] if bad else sets!r}: choose from "
+                           f"{', '.join(SET_NAMES)}")
+    for flag, value in (("--limit", limit), ("--per-review", per_review)):
+        if value is not None and value < 1:
+            raise InvalidInput(f"{flag} must be >= 1, got {value}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise InvalidInput(f"--max-seconds must be > 0, got {max_seconds}")
+    reviews = review_order({n: load_set(n) for n in names})
+    settings = get_settings()
+    with llm_endpoint(settings, model=model) as endpoint, \
+            LLMClient(endpoint, timeout_s=settings.llm_timeout_s) as client:
+        generator = QueryGenerator(client, per_review=per_review)
+        cache = QueryCache(QueryCache.open_store(settings), generator.identity)
+        before = len(cache)
+        report = generate_queries(reviews, generator, cache, limit=limit,
+                                  max_seconds=max_seconds, progress=True)
+    report["sets"] = names
+    report["reviews_in_sets"] = len(reviews)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    c = report["cache"]
+    typer.echo(f"wrote {report['generated_queries']} queries for {report['generated_reviews']} "
+               f"reviews in {report['seconds']:.0f}s ({report['reviews_without_query']} without "
+               f"a usable query); the cache of {c['generator']} holds {c['reviews']} of "
+               f"{len(reviews)} reviews ({before} before), {c['queries']} queries")
+
+
 retrieval_app.command("evaluate")(evaluate_cmd)
+retrieval_app.command("generate-queries")(generate_queries_cmd)
 retrieval_app.command("train-reranker")(train_reranker_cmd)
 retrieval_app.command("review-set")(review_set_cmd)
 retrieval_app.command("status")(status_cmd)

@@ -267,7 +267,6 @@ def build_llm_groups(
 class TrainConfig:
     train_sets: list[str] = field(default_factory=lambda: list(DEFAULT_TRAIN_SETS))
     source: Source = "heuristic"
-    queries_dir: str | None = None  # the query cache (default <home>/retrieval/queries)
     generator: str | None = None   # only this generator's queries (default: every one cached)
     keep_top: int = 10             # llm: keep a query whose review is this high in a list
     negatives_from: int = 30       # llm: hard negatives from the fused top N
@@ -433,20 +432,19 @@ def train_reranker(
     groups: list[TrainGroup] = []
     llm_stats: dict[str, Any] | None = None
     if cfg.source in ("llm", "both"):
-        from services.retrieval.offline.querygen import QueryCache
+        from services.retrieval.offline.querygen import QueryCache, all_cached_queries
 
-        cache = QueryCache.open(cfg.queries_dir)
-        generated = cache.queries(generator=cfg.generator)
-        if not generated:
-            raise DataError(f"{cache.where}: no generated queries"
-                            + (f" of generator {cfg.generator}" if cfg.generator else "")
+        generated, caches = all_cached_queries(QueryCache.open_store(), cfg.generator)
+        if not any(generated.values()):
+            raise DataError("no generated queries in the object store"
+                            + (f" from generator {cfg.generator}" if cfg.generator else "")
                             + ": run `shopsense retrieval generate-queries` first, or train "
                             "with --source heuristic")
         groups, llm_stats = build_llm_groups(
             generated, reviews, settings, negatives=cfg.negatives, keep_top=cfg.keep_top,
             negatives_from=cfg.negatives_from, seed=cfg.seed, max_groups=cfg.max_groups,
             text_embedder=text_embedder, progress=progress)
-        llm_stats["cache"] = cache.describe(generator=cfg.generator)
+        llm_stats["caches"] = caches
         log.info("reranker: %d of %d generated queries kept (their review in the top %d of a "
                  "first-stage list)", llm_stats["kept"], llm_stats["generated"], cfg.keep_top)
     if cfg.source in ("heuristic", "both"):
