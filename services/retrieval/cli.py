@@ -394,8 +394,10 @@ def generate_queries_cmd(
         raise InvalidInput(f"--max-seconds must be > 0, got {max_seconds}")
     reviews = review_order({n: load_set(n) for n in names})
     settings = get_settings()
+    # one review is one request of a few hundred tokens: minutes on a busy CPU, so the
+    # per-request timeout is at least 15 minutes here
     with llm_endpoint(settings, model=model) as endpoint, \
-            LLMClient(endpoint, timeout_s=settings.llm_timeout_s) as client:
+            LLMClient(endpoint, timeout_s=max(settings.llm_timeout_s, 900.0)) as client:
         generator = QueryGenerator(client, per_review=per_review)
         cache = QueryCache(QueryCache.open_store(settings), generator.identity)
         before = len(cache)
