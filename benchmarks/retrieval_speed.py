@@ -21,7 +21,12 @@ local mode + tantivy, in a fresh temporary folder), per corpus size (``--sizes``
 4. indexing throughput with the embeddings computed by MiniLM on CPU: ``--embed-sample`` more
    reviews (default 1,000: embedding 100k texts on CPU would take most of an hour) indexed into
    the index just built, and the MiniLM embedding alone on the same texts;
-5. the time to reopen the index (local mode loads every point from sqlite into memory).
+5. the time to reopen the index (local mode loads every point from sqlite into memory);
+6. with ``--rerank-depths 5,10,20,30``: p50/p99 of ``search(text, k=min(10, N), rerank=True)``
+   with the fused top N re-scored by the cross-encoder at ``rerank_max_length`` tokens
+   (``--rerank-queries`` queries per N). The trained reranker (``--reranker`` or the settings'
+   folder) when there is one, else the untrained pair scorer on the offline MiniLM: the same
+   architecture and input, so the same cost (the weights do not change the time).
 
 Corpus: the Blitzer et al. Amazon reviews in the shared data (books, dvd, electronics: 6,000
 real reviews with ASIN, product name, category, rating, title). Sizes above that reuse the real
@@ -68,6 +73,7 @@ MB = 1024**2
 TARGET_HYBRID_P99_MS = 50.0  # hybrid text query p99 at 100k reviews, no reranking
 TARGET_HYBRID_SIZE = 100_000
 TARGET_INDEX_RPS = 1000.0  # indexing with embeddings given
+TARGET_RERANK_P99_MS = 150.0  # hybrid + rerank p99: what /v1/search may spend by default
 
 MODES = ("sparse", "dense", "hybrid")
 BLITZER_CATEGORIES = ("books", "dvd", "electronics")
@@ -236,6 +242,25 @@ def _latencies(fn, queries: Sequence[Any], warmup: int) -> dict[str, Any]:
             "mean_ms": sum(times) / len(times), "max_ms": max(times), "n": len(times)}
 
 
+def _bench_reranker(cfg: dict[str, Any], settings: Any):
+    """The reranker whose cost is measured (module docstring, item 6)."""
+    from services.retrieval.rerank import Reranker, pair_scorer_class, reranker_available
+
+    path = Path(cfg["reranker"]) if cfg.get("reranker") else settings.resolved_reranker_dir()
+    if reranker_available(path):
+        return Reranker.load(path, max_length=settings.rerank_max_length,
+                             batch_size=settings.rerank_batch_size)
+    from transformers import AutoModel, AutoTokenizer
+
+    from shopsense.model.encoders import minilm_dir
+
+    model = pair_scorer_class()(AutoModel.from_pretrained(str(minilm_dir())))
+    return Reranker(model, AutoTokenizer.from_pretrained(str(minilm_dir())),
+                    max_length=settings.rerank_max_length,
+                    batch_size=settings.rerank_batch_size, alpha=0.5,
+                    meta={"base": "untrained pair scorer on MiniLM (timing only)"})
+
+
 def measure_once(cfg: dict[str, Any]) -> dict[str, Any]:
     """Build an index of ``cfg['size']`` reviews in a fresh folder and measure it."""
     from services.retrieval import HybridRetriever
@@ -306,6 +331,13 @@ def measure_once(cfg: dict[str, Any]) -> dict[str, Any]:
                     retriever.rankings(q, depth=depth, mode=m, text_vector=qvecs[q]), k),
                 queries, cfg["warmup"])
         lat["query_embed"] = _latencies(embedder.embed_one, queries, cfg["warmup"])
+        for n in cfg.get("rerank_depths") or []:
+            retriever._reranker = retriever._reranker or _bench_reranker(cfg, settings)
+            retriever.settings = settings.model_copy(update={"rerank_depth": n})
+            lat[f"hybrid_rerank_{n}"] = _latencies(
+                lambda q, n=n: retriever.search(q, k=min(k, n), mode="hybrid", rerank=True),
+                queries[: cfg.get("rerank_queries") or len(queries)], min(3, cfg["warmup"]))
+        retriever.settings = settings
         out["latency"] = lat
         log(f"[{size_label(size)}] p50/p99 ms: " + ", ".join(
             f"{m} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for m, v in lat.items()))
@@ -399,8 +431,12 @@ def summarise(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
              "disk.tantivy_bytes", "reopen_s"]
     for lat in ("sparse", "dense", "hybrid", "dense_no_embed", "hybrid_no_embed", "query_embed"):
         paths += [f"latency.{lat}.p50_ms", f"latency.{lat}.p99_ms"]
+    depths = sorted({int(k.rsplit("_", 1)[1]) for r in runs for k in r.get("latency", {})
+                     if k.startswith("hybrid_rerank_")})
+    for n in depths:
+        paths += [f"latency.hybrid_rerank_{n}.p50_ms", f"latency.hybrid_rerank_{n}.p99_ms"]
     med = {p: median([_get(r, p) for r in runs]) for p in paths}
-    return {"size": size, "runs": runs, "median": med,
+    return {"size": size, "runs": runs, "median": med, "rerank_depths": depths,
             "embed_sample": _get(runs[0], "index_embedded.reviews") if runs else None,
             "batch_size": runs[0].get("batch_size") if runs else None}
 
@@ -425,6 +461,18 @@ def compute_targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "display": f"{fmt(value, 0)} reviews/s at {largest['size']:,}" if largest else "-",
         "met": None if value is None or math.isnan(value) else value >= TARGET_INDEX_RPS,
         "exact_size": True})
+    if largest and largest.get("rerank_depths"):
+        fits = [n for n in largest["rerank_depths"]
+                if largest["median"][f"latency.hybrid_rerank_{n}.p99_ms"] < TARGET_RERANK_P99_MS]
+        best = max(fits) if fits else None
+        shown = best if best is not None else min(largest["rerank_depths"])
+        value = largest["median"][f"latency.hybrid_rerank_{shown}.p99_ms"]
+        targets.append({
+            "target": f"hybrid + rerank p99 at {largest['size']:,} reviews",
+            "goal": f"< {TARGET_RERANK_P99_MS:.0f} ms", "value": value,
+            "display": (f"largest top-N within it: {best} ({fmt(value)} ms)" if best is not None
+                        else f"no top-N fits (top {shown}: {fmt(value)} ms)"),
+            "met": best is not None, "exact_size": True, "rerank_depth": best})
     return targets
 
 
@@ -500,6 +548,8 @@ def markdown_table(sizes: list[dict[str, Any]]) -> str:
     row("query p50 / p99 (ms): hybrid, vector given", *latency("hybrid_no_embed"))
     row("query embedding alone p50 / p99 (ms)", *latency("query_embed"))
     row("reopen the index + first query (s)", *scalar("reopen_s", 2))
+    for n in sorted({n for s in sizes for n in s.get("rerank_depths", [])}):
+        row(f"query p50 / p99 (ms): hybrid + rerank top {n}", *latency(f"hybrid_rerank_{n}"))
 
     head = ["figure (median of runs)", *[f"{s['size']:,} reviews" for s in sizes]]
     if growth:
@@ -525,8 +575,10 @@ def print_report(result: dict[str, Any], out=None) -> None:
           + (f", reused with new ids up to {max(cfg['sizes']):,}" if max(cfg['sizes']) > c['unique']
              else "")
           + f"; given vectors: {cfg['vectors']}; {cfg['queries']} real query sentences per mode "
-            f"(k={cfg['k']}, {cfg['warmup']} warm-up), no filters, no reranking; "
-            f"{cfg['repeats']} run(s) per size, each in a fresh process; torch threads "
+            f"(k={cfg['k']}, {cfg['warmup']} warm-up), no filters; "
+          + (f"rerank rows: {cfg.get('rerank_queries')} queries per top-N, k = min(10, N); "
+             if cfg.get("rerank_depths") else "no reranking; ")
+          + f"{cfg['repeats']} run(s) per size, each in a fresh process; torch threads "
             f"{result.get('torch_threads', '?')}.\n", file=out)
     print(markdown_table(result["sizes"]), file=out)
     print(file=out)
@@ -562,6 +614,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="shared data (default: shopsense settings' data_dir)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where the temporary indexes go (default: the system temp dir)")
+    ap.add_argument("--rerank-depths", type=_ints, default=[],
+                    help="also time hybrid + rerank of the fused top N, e.g. 5,10,20,30")
+    ap.add_argument("--rerank-queries", type=int, default=50,
+                    help="timed queries per rerank depth")
+    ap.add_argument("--reranker", type=Path, default=None,
+                    help="reranker folder (default: the settings'; untrained MiniLM if none)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     ap.add_argument("--profile", type=Path, default=None,
                     help="cProfile the first run into this file (prints the top functions)")
@@ -602,6 +660,8 @@ def run(args: argparse.Namespace, out=None) -> dict[str, Any]:
                    "embed_sample": min(args.embed_sample, len(unique)),
                    "vectors": args.vectors, "batch_size": args.batch_size,
                    "torch_threads": args.torch_threads,
+                   "rerank_depths": args.rerank_depths, "rerank_queries": args.rerank_queries,
+                   "reranker": str(args.reranker) if args.reranker else None,
                    "data_dir": str(data_dir),
                    "workdir": str(args.workdir) if args.workdir else None,
                    "profile": str(args.profile) if args.profile and r == 0 and
