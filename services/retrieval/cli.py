@@ -272,6 +272,13 @@ def train_reranker_cmd(
     sets: str = typer.Option(",".join(("blitzer-books", "huliu-reviews")), "--sets",
                              help="training review sets (comma separated; see shopsense data "
                              "set names); keep them disjoint from what you evaluate on"),
+    source: str = typer.Option("llm", "--source", help="training queries: llm (written by the "
+                               "local LLM: run generate-queries first), heuristic (derived "
+                               "from the reviews) or both"),
+    generator: str | None = typer.Option(None, "--generator", help="only the queries of this "
+                                         "generator identity (default: every cached one)"),
+    keep_top: int = typer.Option(10, "--keep-top", help="llm: keep a query whose review is in "
+                                 "the top N of a first-stage list"),
     max_groups: int = typer.Option(1200, "--max-groups", help="training queries (each with 1 "
                                    "positive + --negatives hard negatives)"),
     negatives: int = typer.Option(3, "--negatives", help="hard negatives per query"),
@@ -289,8 +296,9 @@ def train_reranker_cmd(
                               "(tests, smoke runs)", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Train the cross-encoder reranker from the offline MiniLM on pairs derived from real
-    reviews, calibrate it, and write it (see services/retrieval/rerank.py)."""
+    """Train the cross-encoder reranker from the offline MiniLM on LLM-written queries (or pairs
+    derived from the reviews), calibrate it, and write it (services/retrieval/offline/
+    train_rerank.py)."""
     from services.retrieval.offline.train_rerank import TrainConfig, train_reranker
     from services.retrieval.offline.review_sets import BLITZER_CATEGORIES
     from shopsense.data.loaders import SET_NAMES
@@ -306,7 +314,10 @@ def train_reranker_cmd(
     if dev_category is not None and f"blitzer-{dev_category}" in names:
         raise InvalidInput(f"--dev {dev_category} is also a training set; calibrate on data "
                            "the reranker did not see")
+    if source not in ("llm", "heuristic", "both"):
+        raise InvalidInput(f"--source {source!r}: choose llm, heuristic or both")
     for flag, value in (("--max-groups", max_groups), ("--negatives", negatives),
+                        ("--keep-top", keep_top),
                         ("--epochs", epochs), ("--batch-groups", batch_groups),
                         ("--dev-queries", dev_queries)):
         if value < 1:
@@ -317,7 +328,8 @@ def train_reranker_cmd(
         raise InvalidInput(f"--lr must be > 0, got {lr}")
     settings = _settings()
     target = out if out is not None else settings.resolved_reranker_dir()
-    cfg = TrainConfig(train_sets=names, max_groups=max_groups, negatives=negatives,
+    cfg = TrainConfig(train_sets=names, source=source, generator=generator, keep_top=keep_top,
+                      max_groups=max_groups, negatives=negatives,
                       batch_groups=batch_groups, epochs=epochs, lr=lr, max_length=max_length,
                       seed=seed, dev_category=dev_category, dev_queries=dev_queries,
                       random_init=tiny, max_seconds=max_seconds)
@@ -326,7 +338,10 @@ def train_reranker_cmd(
         typer.echo(json.dumps(report))
         return
     fit = report["fit"]
-    typer.echo(f"trained a reranker on {report['groups']} queries from "
+    llm = report.get("llm_queries")
+    kept = (f" ({llm['kept']} of {llm['generated']} LLM queries kept by the first-stage "
+            f"filter)" if llm else "")
+    typer.echo(f"trained a reranker on {report['groups']} {report['source']} queries{kept} from "
                f"{', '.join(report['train_sets'])}: {fit['steps']} steps, loss "
                f"{fit['loss_first']:.3f} -> {fit['loss_last']:.3f} (chance "
                f"{fit['chance_loss']:.3f}), alpha {report['alpha']:.1f}; wrote "
