@@ -117,8 +117,9 @@ def evaluate(name: str, directory: Path, settings: RetrievalSettings, reranker,
     out = {m: ev["metrics"][m] for m in MODE_ORDER if m in ev["metrics"]}
     extra: dict = {}
     if reranker is not None:
-        base = {"hybrid": base_runs(r, settings)["hybrid"]}
-        only = rerank_runs(r, base, reranker, depth, alpha=1.0)["hybrid+rerank"]
+        base = {"hybrid": base_runs(r, settings)["hybrid"]}  # its pairs were scored above
+        only = rerank_runs(r, base, reranker, depth, alpha=1.0,
+                           logits=ev["logits"])["hybrid+rerank"]
         out["rerank-only"] = score_run({q: [d for d, _ in h] for q, h in only.items()}, r.qrels)
         extra["rerank"] = {**reranker.describe(), "depth": depth, "base": settings.fusion,
                            "seconds": round(time.monotonic() - t1, 1)}

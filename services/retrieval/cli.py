@@ -409,6 +409,12 @@ def generate_queries_cmd(
         raise InvalidInput(f"--max-seconds must be > 0, got {max_seconds}")
     reviews = review_order({n: load_set(n) for n in names})
     settings = get_settings()
+    import signal
+
+    def _stop(*_):  # SIGTERM (a pod stopping, kill): stop like Ctrl-C, keeping what was made
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     # one review is one request of a few hundred tokens: minutes on a busy CPU, so the
     # per-request timeout is at least 15 minutes here
     with llm_endpoint(settings, model=model) as endpoint, \

@@ -82,6 +82,7 @@ __all__ = [
     "evaluate_rankings",
     "evaluate_beir",
     "fused_run",
+    "head_logits",
     "load_beir",
     "load_reranker_for",
     "mean_scores",
@@ -424,29 +425,40 @@ def base_runs(r: Rankings, settings: RetrievalSettings,
     return runs
 
 
-def rerank_runs(r: Rankings, runs: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
-                reranker: Any, depth: int, *, alpha: float | None = None,
-                progress: bool = False) -> dict[str, dict[str, list[tuple[str, float]]]]:
-    """``<mode>+rerank`` for each mode of ``runs``: its top ``depth`` re-scored by the
-    cross-encoder with ``alpha`` (default: the reranker's calibrated one). Each (query,
-    review) pair is scored once, however many modes hold it."""
-    from services.retrieval.rerank import Reranker
-
-    alpha = reranker.alpha if alpha is None else alpha
-    pairs: dict[tuple[str, str], int] = {}
+def head_logits(r: Rankings, runs: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
+                reranker: Any, depth: int, *, progress: bool = False
+                ) -> dict[tuple[str, str], float]:
+    """The cross-encoder logit of every (query, review) pair in the top ``depth`` of any of
+    ``runs``, each pair scored once."""
+    pairs: dict[tuple[str, str], None] = {}
     for run in runs.values():
         for q, hits in run.items():
             for d, _ in hits[:depth]:
-                pairs.setdefault((q, d), len(pairs))
+                pairs.setdefault((q, d), None)
     order = list(pairs)
     logits = reranker.score_pairs([(r.queries[q], doc_text(r.corpus.get(d, {})))
                                    for q, d in order], progress=progress)
+    return {pair: float(x) for pair, x in zip(order, logits, strict=True)}
+
+
+def rerank_runs(r: Rankings, runs: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]],
+                reranker: Any, depth: int, *, alpha: float | None = None,
+                progress: bool = False, logits: Mapping[tuple[str, str], float] | None = None,
+                ) -> dict[str, dict[str, list[tuple[str, float]]]]:
+    """``<mode>+rerank`` for each mode of ``runs``: its top ``depth`` re-scored by the
+    cross-encoder with ``alpha`` (default: the reranker's calibrated one). Each (query,
+    review) pair is scored once, however many modes hold it (or taken from ``logits``)."""
+    from services.retrieval.rerank import Reranker
+
+    alpha = reranker.alpha if alpha is None else alpha
+    if logits is None:
+        logits = head_logits(r, runs, reranker, depth, progress=progress)
     out: dict[str, dict[str, list[tuple[str, float]]]] = {}
     for mode, run in runs.items():
         reranked = {}
         for q, hits in run.items():
             cands = [(d, "", s) for d, s in hits]
-            ce = np.array([logits[pairs[(q, d)]] for d, _ in hits[:depth]], dtype=np.float32)
+            ce = np.array([logits[(q, d)] for d, _ in hits[:depth]], dtype=np.float32)
             reranked[q] = [(d, s) for d, s, _ in Reranker.order(cands, ce, alpha)]
         out[f"{mode}+rerank"] = reranked
     return out
@@ -489,18 +501,21 @@ def evaluate_rankings(
     alpha: float | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """``{"metrics": {mode: means}, "per_query": {mode: {qid: nDCG@10}}, "compare": ...}``
-    for every mode of collected rankings, with and (given a ``reranker``) without reranking."""
+    """``{"metrics": {mode: means}, "per_query": {mode: {qid: nDCG@10}}, "compare": ...,
+    "logits": {(qid, doc id): cross-encoder logit}}`` for every mode of collected rankings,
+    with and (given a ``reranker``) without reranking."""
     runs = base_runs(r, settings)
+    logits: dict[tuple[str, str], float] = {}
     if reranker is not None:
         depth = rerank_depth or settings.rerank_depth
         plain = {m: runs[m] for m in BASE_MODES if m != "hybrid"}
-        runs.update(rerank_runs(r, plain, reranker, depth, alpha=alpha, progress=progress))
+        logits = head_logits(r, plain, reranker, depth, progress=progress)
+        runs.update(rerank_runs(r, plain, reranker, depth, alpha=alpha, logits=logits))
         runs["hybrid+rerank"] = runs[f"hybrid-{settings.fusion}+rerank"]
     values = {mode: per_query(_ids(run), r.qrels) for mode, run in runs.items()}
     ndcg = {mode: v[TEST_METRIC] for mode, v in values.items()}
     return {"metrics": {mode: mean_scores(v) for mode, v in values.items()},
-            "per_query": ndcg, "compare": compare_modes(ndcg)}
+            "per_query": ndcg, "compare": compare_modes(ndcg), "logits": logits}
 
 
 def score_modes(

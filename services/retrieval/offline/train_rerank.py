@@ -384,13 +384,14 @@ def calibrate_alpha(reranker: Reranker, rankings: Any, settings: Any, *, depth: 
     """nDCG@10 on the calibration collection for each ``alpha`` in :data:`ALPHAS` (the
     configured fusion's top ``depth`` re-scored); returns the best (ties → the larger alpha) and
     the whole curve. ``rankings``: ``offline.beir.Rankings``."""
-    from services.retrieval.offline.beir import fused_run, rerank_runs, score_run
+    from services.retrieval.offline.beir import fused_run, head_logits, rerank_runs, score_run
 
     base = {"hybrid": fused_run(rankings, settings, settings.fusion)}
+    logits = head_logits(rankings, base, reranker, depth, progress=progress)
     curve = {}
     for a in ALPHAS:
         run = rerank_runs(rankings, base, reranker, depth, alpha=a,
-                          progress=progress and a == ALPHAS[0])["hybrid+rerank"]
+                          logits=logits)["hybrid+rerank"]
         curve[a] = score_run({q: [d for d, _ in hits] for q, hits in run.items()},
                              rankings.qrels)["ndcg@10"]
     best = max(ALPHAS, key=lambda a: (curve[a], a))
