@@ -244,7 +244,7 @@ def evaluate_cmd(
         table.add_column(col, justify="left" if col == "mode" else "right")
     for row in report_rows(result):
         table.add_row(*row)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # piped: no wrapped columns
     console.print(table)
     console.print(report_summary(result))
 
