@@ -22,7 +22,8 @@ import numpy as np
 from services.retrieval.schema import BackendHit, Doc, Filters, Snapshot
 from services.retrieval.settings import RetrievalSettings
 
-__all__ = ["DenseIndex", "Snapshot", "SparseIndex", "open_dense", "open_sparse"]  # Snapshot: schema.py
+# Snapshot is defined in schema.py (the backends import it from there) and re-exported here
+__all__ = ["DenseIndex", "Snapshot", "SparseIndex", "open_dense", "open_sparse"]
 
 
 @runtime_checkable

@@ -216,8 +216,9 @@ def build_llm_groups(
     local = settings.model_copy(update={"qdrant_url": None, "opensearch_url": None})
     depth = max(keep_top, negatives_from)
     groups: list[TrainGroup] = []
+    name = f"train-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="shopsense-llm-groups-") as tmp, \
-            HybridRetriever.open(local, index_dir=Path(tmp), collection=f"train-{uuid.uuid4().hex[:8]}",
+            HybridRetriever.open(local, index_dir=Path(tmp), collection=name,
                                  text_embedder=text_embedder) as retriever:
         retriever.index(reviews, progress=progress, total=len(reviews),
                         description="index training reviews")
