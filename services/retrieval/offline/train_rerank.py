@@ -373,8 +373,9 @@ def _fit(model, tokenizer, groups: list[TrainGroup], cfg: TrainConfig, *, progre
         if bar is not None:
             bar.close()
     model.eval()
-    first = float(np.mean(losses[: min(25, len(losses))])) if losses else None
-    last = float(np.mean(losses[-25:])) if losses else None
+    window = max(1, min(25, len(losses) // 2))  # first / last 25 steps, halves of a short run
+    first = float(np.mean(losses[:window])) if losses else None
+    last = float(np.mean(losses[-window:])) if losses else None
     return {"steps": step, "planned_steps": total, "loss_first": first, "loss_last": last,
             "stopped_early": stopped, "seconds": round(time.monotonic() - t0, 1),
             "chance_loss": round(math.log(size), 4)}
