@@ -19,11 +19,15 @@ Hu & Liu reviews and its interpolation weight is chosen on the Blitzer ``dvd`` r
 (``shopsense retrieval train-reranker``); fusion settings are the service defaults.
 
 Modes: ``sparse`` (BM25, tantivy), ``dense`` (MiniLM), ``hybrid-rrf``, ``hybrid-weighted``
-(both fusions of the same two top-100 lists), ``hybrid+rerank`` (the configured fusion's top
-``rerank_depth`` re-scored by the trained reranker with its calibrated alpha) and
-``rerank-only`` (the same with alpha = 1: the cross-encoder's order alone), when a reranker is
-trained. Metrics as ``services/retrieval/beir.py`` defines them. Retrieval is deterministic,
-so one run is enough. Results are also written to ``benchmarks/results/`` (git-ignored).
+(both fusions of the same two top-100 lists) and, when a reranker is trained, each of them with
+the reranker (``<mode>+rerank``: the mode's top ``rerank_depth`` re-scored with the calibrated
+alpha; ``hybrid+rerank`` is the configured fusion's) and ``rerank-only`` (the configured fusion
+re-scored with alpha = 1: the cross-encoder's order alone). Metrics (trec_eval's, through
+ir-measures) and the paired significance tests as ``services/retrieval/offline/beir.py``
+defines them: per collection, a table of every mode with and without the reranker, each
+mode's p-value against the best mode without the reranker, and the reranker's change of each
+mode with its p-value. Retrieval is deterministic, so one run is enough. Results are also
+written to ``benchmarks/results/`` (git-ignored).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -42,17 +45,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from services.retrieval.beir import (  # noqa: E402
+from services.retrieval.offline.beir import (  # noqa: E402
     METRICS,
+    REPORT_COLUMNS,
+    base_runs,
     collect_rankings,
-    doc_text,
-    fused_run,
-    score_modes,
+    evaluate_rankings,
+    load_reranker_for,
+    report_rows,
+    report_summary,
+    rerank_runs,
     score_run,
 )
 from services.retrieval.settings import RetrievalSettings  # noqa: E402
 
-MODE_ORDER = ("sparse", "dense", "hybrid-rrf", "hybrid-weighted", "hybrid+rerank", "rerank-only")
+MODE_ORDER = ("sparse", "dense", "hybrid-rrf", "hybrid-weighted", "hybrid+rerank", "rerank-only",
+              "sparse+rerank", "dense+rerank", "hybrid-rrf+rerank", "hybrid-weighted+rerank")
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _harness import busy_note, host_info, markdown_table  # noqa: E402
 
 #: Published nDCG@10 anchors (not on our collections: Cranfield is not part of BEIR and the
 #: review set is ours). BM25: BEIR paper, Thakur et al., NeurIPS 2021 Datasets track, Table 2
@@ -77,7 +87,7 @@ def prepare(name: str, spec: str | None, data_dir: Path | None, tmp: Path) -> Pa
 
         load_cranfield_beir(data_dir, out)
     elif name == "reviews":
-        from services.retrieval.review_sets import export_review_set
+        from services.retrieval.offline.review_sets import export_review_set
 
         export_review_set(out, ["electronics"], data_dir)
     else:
@@ -86,39 +96,31 @@ def prepare(name: str, spec: str | None, data_dir: Path | None, tmp: Path) -> Pa
 
 
 def load_reranker(args, settings: RetrievalSettings):
-    from services.retrieval.rerank import Reranker, reranker_available
+    from services.retrieval.rerank import reranker_available
 
     if args.no_rerank:
         return None
     path = Path(args.reranker) if args.reranker else settings.resolved_reranker_dir()
     if not reranker_available(path):
-        print(f"(no trained reranker at {path}: hybrid+rerank left out; "
+        print(f"(no trained reranker at {path}: the +rerank modes are left out; "
               "train one with `shopsense retrieval train-reranker`)", file=sys.stderr)
         return None
-    return Reranker.load(path, max_length=settings.rerank_max_length,
-                         batch_size=settings.rerank_batch_size)
+    return load_reranker_for(settings, True, path)
 
 
 def evaluate(name: str, directory: Path, settings: RetrievalSettings, reranker,
              max_queries: int | None, depth: int) -> dict:
-    from services.retrieval.rerank import Reranker
-
     t0 = time.monotonic()
     r = collect_rankings(directory, settings, max_queries=max_queries, progress=True)
-    modes = score_modes(r, settings)
-    out = {m: modes[m] for m in MODE_ORDER if m in modes}
+    t1 = time.monotonic()
+    ev = evaluate_rankings(r, settings, reranker=reranker, rerank_depth=depth, progress=True)
+    out = {m: ev["metrics"][m] for m in MODE_ORDER if m in ev["metrics"]}
     extra: dict = {}
     if reranker is not None:
-        t1 = time.monotonic()
-        base = fused_run(r, settings, settings.fusion)
-        qids = list(r.lists)
-        items = [(r.queries[q], [(d, doc_text(r.corpus.get(d, {})), s) for d, s in base[q]])
-                 for q in qids]
-        heads = reranker.head_scores(items, depth, progress=True)
-        for mode, alpha in (("hybrid+rerank", reranker.alpha), ("rerank-only", 1.0)):
-            run = {q: [d for d, _, _ in Reranker.order(c, ce, alpha)]
-                   for q, (_, c), ce in zip(qids, items, heads, strict=True)}
-            out[mode] = score_run(run, r.qrels)
+        base = {"hybrid": base_runs(r, settings)["hybrid"]}  # its pairs were scored above
+        only = rerank_runs(r, base, reranker, depth, alpha=1.0,
+                           logits=ev["logits"])["hybrid+rerank"]
+        out["rerank-only"] = score_run({q: [d for d, _ in h] for q, h in only.items()}, r.qrels)
         extra["rerank"] = {**reranker.describe(), "depth": depth, "base": settings.fusion,
                            "seconds": round(time.monotonic() - t1, 1)}
     best = max(out, key=lambda m: out[m]["ndcg@10"])
@@ -130,6 +132,7 @@ def evaluate(name: str, directory: Path, settings: RetrievalSettings, reranker,
         "queries": r.info["queries"],
         "corpus": r.info["corpus"],
         "modes": out,
+        "compare": ev["compare"],
         "best": best,
         "best_vs_rrf": round(out[best]["ndcg@10"] - out["hybrid-rrf"]["ndcg@10"], 6),
         "better_single": single,
@@ -167,6 +170,12 @@ def markdown(results: list[dict], settings: RetrievalSettings) -> str:
             lines.append(f"  reranker alpha {rr['alpha']:.1f}, top {rr['depth']} of hybrid-"
                          f"{rr['base']}, {rr['max_length']} tokens, {rr['seconds']:.0f}s for "
                          f"{r['queries']} queries")
+    for r in results:
+        table = {**r["modes"], "compare": r["compare"]}
+        lines += ["", f"{r['collection']}: every mode with and without the reranker "
+                  f"({r['queries']} queries)", "",
+                  markdown_table(REPORT_COLUMNS, report_rows(table)), "",
+                  report_summary(table)]
     lines += ["", f"fusion: rrf_k {settings.rrf_k}, weights {settings.weights()}, "
               f"candidates {max(100, settings.candidates)} per retriever; MiniLM at "
               f"{settings.text_max_length} tokens", "",
@@ -218,9 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, spec in specs:
             directory = prepare(name, spec, args.data_dir, Path(tmp))
             results.append(evaluate(name, directory, settings, reranker, args.max_queries, depth))
+    machine = host_info()
+    machine["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     report = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": machine,
         "settings": {"fusion": settings.fusion, "rrf_k": settings.rrf_k,
                      "weights": settings.weights(), "text_max_length": settings.text_max_length,
                      "rerank_depth": depth},
@@ -228,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         "anchors": ANCHORS,
     }
     text = markdown(results, settings)
+    note = busy_note(machine)
+    if note:
+        text += f"\n\n(note: {note}; quality figures do not depend on load)"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     (args.out_dir / f"retrieval_quality-{stamp}.json").write_text(json.dumps(report, indent=2))

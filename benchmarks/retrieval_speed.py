@@ -21,7 +21,12 @@ local mode + tantivy, in a fresh temporary folder), per corpus size (``--sizes``
 4. indexing throughput with the embeddings computed by MiniLM on CPU: ``--embed-sample`` more
    reviews (default 1,000: embedding 100k texts on CPU would take most of an hour) indexed into
    the index just built, and the MiniLM embedding alone on the same texts;
-5. the time to reopen the index (local mode loads every point from sqlite into memory).
+5. the time to reopen the index (local mode loads every point from sqlite into memory);
+6. with ``--rerank-depths 5,10,20,30``: p50/p99 of ``search(text, k=min(10, N), rerank=True)``
+   with the fused top N re-scored by the cross-encoder at ``rerank_max_length`` tokens
+   (``--rerank-queries`` queries per N). The trained reranker (``--reranker`` or the settings'
+   folder) when there is one, else the untrained pair scorer on the offline MiniLM: the same
+   architecture and input, so the same cost (the weights do not change the time).
 
 Corpus: the Blitzer et al. Amazon reviews in the shared data (books, dvd, electronics: 6,000
 real reviews with ASIN, product name, category, rating, title). Sizes above that reuse the real
@@ -68,32 +73,26 @@ MB = 1024**2
 TARGET_HYBRID_P99_MS = 50.0  # hybrid text query p99 at 100k reviews, no reranking
 TARGET_HYBRID_SIZE = 100_000
 TARGET_INDEX_RPS = 1000.0  # indexing with embeddings given
+TARGET_RERANK_P99_MS = 150.0  # hybrid + rerank p99: what /v1/search may spend by default
 
 MODES = ("sparse", "dense", "hybrid")
 BLITZER_CATEGORIES = ("books", "dvd", "electronics")
-
-
-class BenchError(RuntimeError):
-    """A failure the script reports in one line (no traceback)."""
 
 
 # ------------------------------------------------------------------------------------------
 # helpers
 
 
-# the same statistics and number format as benchmarks/speed.py
+# the harness the benchmark scripts share (statistics, number format, machine, tables)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from speed import fmt, host_info, median, percentile
+from _harness import BenchError, busy_note, fmt, host_info, log, median, percentile  # noqa: E402
+from _harness import markdown_table as md_table  # noqa: E402
 
 
 def size_label(n: int) -> str:
     if n >= 1000 and n % 1000 == 0:
         return f"{n // 1000}k"
     return f"{n:,}"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def rss_bytes() -> int:
@@ -141,7 +140,7 @@ def load_corpus(data_dir: Path) -> list[Any]:
         for category in BLITZER_CATEGORIES:
             docs += [Doc.from_review(r) for r in load_blitzer(data_dir, category)]
     except DataError as exc:
-        raise BenchError(f"cannot read the Blitzer reviews: {exc} (--data-dir)") from None
+        raise BenchError(f"cannot read the Blitzer reviews: {exc} (--data-dir)") from exc
     return docs
 
 
@@ -243,6 +242,25 @@ def _latencies(fn, queries: Sequence[Any], warmup: int) -> dict[str, Any]:
             "mean_ms": sum(times) / len(times), "max_ms": max(times), "n": len(times)}
 
 
+def _bench_reranker(cfg: dict[str, Any], settings: Any):
+    """The reranker whose cost is measured (module docstring, item 6)."""
+    from services.retrieval.rerank import Reranker, pair_scorer_class, reranker_available
+
+    path = Path(cfg["reranker"]) if cfg.get("reranker") else settings.resolved_reranker_dir()
+    if reranker_available(path):
+        return Reranker.load(path, max_length=settings.rerank_max_length,
+                             batch_size=settings.rerank_batch_size)
+    from transformers import AutoModel, AutoTokenizer
+
+    from shopsense.model.encoders import minilm_dir
+
+    model = pair_scorer_class()(AutoModel.from_pretrained(str(minilm_dir())))
+    return Reranker(model, AutoTokenizer.from_pretrained(str(minilm_dir())),
+                    max_length=settings.rerank_max_length,
+                    batch_size=settings.rerank_batch_size, alpha=0.5,
+                    meta={"base": "untrained pair scorer on MiniLM (timing only)"})
+
+
 def measure_once(cfg: dict[str, Any]) -> dict[str, Any]:
     """Build an index of ``cfg['size']`` reviews in a fresh folder and measure it."""
     from services.retrieval import HybridRetriever
@@ -313,6 +331,13 @@ def measure_once(cfg: dict[str, Any]) -> dict[str, Any]:
                     retriever.rankings(q, depth=depth, mode=m, text_vector=qvecs[q]), k),
                 queries, cfg["warmup"])
         lat["query_embed"] = _latencies(embedder.embed_one, queries, cfg["warmup"])
+        for n in cfg.get("rerank_depths") or []:
+            retriever._reranker = retriever._reranker or _bench_reranker(cfg, settings)
+            retriever.settings = settings.model_copy(update={"rerank_depth": n})
+            lat[f"hybrid_rerank_{n}"] = _latencies(
+                lambda q, n=n: retriever.search(q, k=min(k, n), mode="hybrid", rerank=True),
+                queries[: cfg.get("rerank_queries") or len(queries)], min(3, cfg["warmup"]))
+        retriever.settings = settings
         out["latency"] = lat
         log(f"[{size_label(size)}] p50/p99 ms: " + ", ".join(
             f"{m} {v['p50_ms']:.1f}/{v['p99_ms']:.1f}" for m, v in lat.items()))
@@ -376,8 +401,8 @@ def run_child(cfg: dict[str, Any], timeout: float) -> dict[str, Any]:
     try:
         p = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=None, text=True,
                            timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"a run of size {cfg['size']:,} took more than {timeout:.0f} s") from None
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"a run of size {cfg['size']:,} took more than {timeout:.0f} s") from exc
     line = next((ln for ln in reversed(p.stdout.splitlines()) if ln.startswith("RESULT ")), None)
     if p.returncode != 0 or line is None:
         raise BenchError(f"the run of size {cfg['size']:,} failed (exit {p.returncode}); "
@@ -406,8 +431,12 @@ def summarise(size: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
              "disk.tantivy_bytes", "reopen_s"]
     for lat in ("sparse", "dense", "hybrid", "dense_no_embed", "hybrid_no_embed", "query_embed"):
         paths += [f"latency.{lat}.p50_ms", f"latency.{lat}.p99_ms"]
+    depths = sorted({int(k.rsplit("_", 1)[1]) for r in runs for k in r.get("latency", {})
+                     if k.startswith("hybrid_rerank_")})
+    for n in depths:
+        paths += [f"latency.hybrid_rerank_{n}.p50_ms", f"latency.hybrid_rerank_{n}.p99_ms"]
     med = {p: median([_get(r, p) for r in runs]) for p in paths}
-    return {"size": size, "runs": runs, "median": med,
+    return {"size": size, "runs": runs, "median": med, "rerank_depths": depths,
             "embed_sample": _get(runs[0], "index_embedded.reviews") if runs else None,
             "batch_size": runs[0].get("batch_size") if runs else None}
 
@@ -432,6 +461,18 @@ def compute_targets(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "display": f"{fmt(value, 0)} reviews/s at {largest['size']:,}" if largest else "-",
         "met": None if value is None or math.isnan(value) else value >= TARGET_INDEX_RPS,
         "exact_size": True})
+    if largest and largest.get("rerank_depths"):
+        fits = [n for n in largest["rerank_depths"]
+                if largest["median"][f"latency.hybrid_rerank_{n}.p99_ms"] < TARGET_RERANK_P99_MS]
+        best = max(fits) if fits else None
+        shown = best if best is not None else min(largest["rerank_depths"])
+        value = largest["median"][f"latency.hybrid_rerank_{shown}.p99_ms"]
+        targets.append({
+            "target": f"hybrid + rerank p99 at {largest['size']:,} reviews",
+            "goal": f"< {TARGET_RERANK_P99_MS:.0f} ms", "value": value,
+            "display": (f"largest top-N within it: {best} ({fmt(value)} ms)" if best is not None
+                        else f"no top-N fits (top {shown}: {fmt(value)} ms)"),
+            "met": best is not None, "exact_size": True, "rerank_depth": best})
     return targets
 
 
@@ -507,14 +548,14 @@ def markdown_table(sizes: list[dict[str, Any]]) -> str:
     row("query p50 / p99 (ms): hybrid, vector given", *latency("hybrid_no_embed"))
     row("query embedding alone p50 / p99 (ms)", *latency("query_embed"))
     row("reopen the index + first query (s)", *scalar("reopen_s", 2))
+    for n in sorted({n for s in sizes for n in s.get("rerank_depths", [])}):
+        row(f"query p50 / p99 (ms): hybrid + rerank top {n}", *latency(f"hybrid_rerank_{n}"))
 
     head = ["figure (median of runs)", *[f"{s['size']:,} reviews" for s in sizes]]
     if growth:
         head.append(f"growth {size_label(hi['size'])} / {size_label(lo['size'])}")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * (len(head) - 1)]
-    for label, cells, ratio in rows:
-        lines.append("| " + " | ".join([label, *cells, *([ratio] if growth else [])]) + " |")
-    return "\n".join(lines)
+    return md_table(head, [[label, *cells, *([ratio] if growth else [])]
+                           for label, cells, ratio in rows])
 
 
 def print_report(result: dict[str, Any], out=None) -> None:
@@ -526,16 +567,18 @@ def print_report(result: dict[str, Any], out=None) -> None:
           f"load avg 1m {m['loadavg_1m_start']} at start, {m.get('loadavg_1m_end', '?')} at end; "
           f"qdrant-client {v['qdrant-client']} (local mode), tantivy {v['tantivy']}, "
           f"torch {v['torch']}.", file=out)
-    if m["loadavg_1m_start"] > 0.5 * (m["usable_cores"] or 1):
-        print(f"**Note: the machine was busy before the run (load {m['loadavg_1m_start']} on "
-              f"{m['usable_cores']} cores): figures are noisy.**", file=out)
+    note = busy_note(m)
+    if note:
+        print(f"**Note: {note}.**", file=out)
     c = result["corpus"]
     print(f"Corpus: {c['unique']:,} real Blitzer reviews"
           + (f", reused with new ids up to {max(cfg['sizes']):,}" if max(cfg['sizes']) > c['unique']
              else "")
           + f"; given vectors: {cfg['vectors']}; {cfg['queries']} real query sentences per mode "
-            f"(k={cfg['k']}, {cfg['warmup']} warm-up), no filters, no reranking; "
-            f"{cfg['repeats']} run(s) per size, each in a fresh process; torch threads "
+            f"(k={cfg['k']}, {cfg['warmup']} warm-up), no filters; "
+          + (f"rerank rows: {cfg.get('rerank_queries')} queries per top-N, k = min(10, N); "
+             if cfg.get("rerank_depths") else "no reranking; ")
+          + f"{cfg['repeats']} run(s) per size, each in a fresh process; torch threads "
             f"{result.get('torch_threads', '?')}.\n", file=out)
     print(markdown_table(result["sizes"]), file=out)
     print(file=out)
@@ -571,6 +614,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="shared data (default: shopsense settings' data_dir)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="where the temporary indexes go (default: the system temp dir)")
+    ap.add_argument("--rerank-depths", type=_ints, default=[],
+                    help="also time hybrid + rerank of the fused top N, e.g. 5,10,20,30")
+    ap.add_argument("--rerank-queries", type=int, default=50,
+                    help="timed queries per rerank depth")
+    ap.add_argument("--reranker", type=Path, default=None,
+                    help="reranker folder (default: the settings'; untrained MiniLM if none)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run")
     ap.add_argument("--profile", type=Path, default=None,
                     help="cProfile the first run into this file (prints the top functions)")
@@ -611,6 +660,8 @@ def run(args: argparse.Namespace, out=None) -> dict[str, Any]:
                    "embed_sample": min(args.embed_sample, len(unique)),
                    "vectors": args.vectors, "batch_size": args.batch_size,
                    "torch_threads": args.torch_threads,
+                   "rerank_depths": args.rerank_depths, "rerank_queries": args.rerank_queries,
+                   "reranker": str(args.reranker) if args.reranker else None,
                    "data_dir": str(data_dir),
                    "workdir": str(args.workdir) if args.workdir else None,
                    "profile": str(args.profile) if args.profile and r == 0 and

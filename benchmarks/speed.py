@@ -27,7 +27,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -40,12 +39,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-GIB = 1024**3
+
+# the harness the benchmark scripts share (this folder is not a package: scripts run as files)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _harness import GIB, BenchError, fmt, host_info, log, median, percentile  # noqa: E402, F401
 
 # Short, real-looking reviews (~20 words each); requests and batches cycle through them.
 REVIEWS: tuple[str, ...] = (
@@ -64,66 +65,8 @@ TARGET_P50_C1_MS = 30.0  # p50 latency at concurrency 1 (batching on)
 TARGET_RSS_GIB = 2.5  # peak RSS summed over the serving process tree
 
 
-class BenchError(RuntimeError):
-    """A failure the script reports in one line (no traceback)."""
-
-
 # ------------------------------------------------------------------------------------------
 # helpers
-
-
-def median(values: Sequence[float]) -> float:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    return float(statistics.median(vals)) if vals else float("nan")
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), ``nan`` for no values."""
-    if not values:
-        return float("nan")
-    vals = sorted(values)
-    pos = (len(vals) - 1) * q / 100.0
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
-
-
-def fmt(x: float | None, digits: int = 1) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:,.{digits}f}"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def host_info() -> dict[str, Any]:
-    """The machine a benchmark ran on (also used by ``retrieval_speed.py``)."""
-    import psutil
-
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "cpu_model": cpu_model,
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cores": usable,
-        "python": platform.python_version(),
-        "memory_gib": round(psutil.virtual_memory().total / GIB, 1),
-        "loadavg_1m_start": round(os.getloadavg()[0], 2),
-    }
 
 
 def machine_info() -> dict[str, Any]:

@@ -49,7 +49,7 @@ from shopsense.images.source import image_url, load_image_bytes
 from shopsense.schemas import Label, ModelRef, Prediction, SimilarReview
 from shopsense.settings import Settings
 
-from services.retrieval import Hit
+from services.retrieval import Hit, check_search
 
 from services.inference.backends.base import ClassifierInput, ClassifierOutput, predict_isolated
 from services.inference.errors import (
@@ -539,18 +539,11 @@ def build_api(service: ClassifierService, settings: Settings,
         if search is None:
             raise ServiceUnavailable("retrieval is switched off in this deployment "
                                      "(SHOPSENSE_SERVE__RETRIEVAL=false)")
-        query = (req.query or "").strip() or None
-        if req.query is not None and query is None and req.image is None:
-            raise InvalidInput("query is empty")
-        if query is not None and len(query) > settings.serve.max_text_chars:
-            raise InvalidInput(f"query has {len(query)} characters; the limit is "
-                               f"{settings.serve.max_text_chars}")
-        if query is None and req.image is None:
-            raise InvalidInput("give a query, an image, or both")
-        if req.mode == "sparse" and query is None:
-            raise InvalidInput("sparse (BM25) search needs a query text")
-        if req.mode == "sparse" and req.image is not None:
-            raise InvalidInput("sparse (BM25) search cannot use an image; use hybrid or dense")
+        query = check_search(
+            req.query, has_image=req.image is not None, mode=req.mode, k=req.k,
+            fusion=req.fusion, rerank=req.rerank,
+            filters=req.filters.as_retrieval() if req.filters is not None else None,
+            max_chars=settings.serve.max_text_chars).query
         if query is not None:
             repeated_terms(query, max_terms=settings.serve.max_query_terms,
                            max_repeats=settings.serve.max_term_repeats)

@@ -106,9 +106,8 @@ def _search_service(url: str, query: str | None, image: bytes | None, *, k: int,
 
     import httpx
 
-    from services.retrieval.errors import BackendUnavailable
     from services.retrieval.schema import Hit
-    from shopsense.errors import ShopsenseError
+    from shopsense.errors import ServiceUnavailable, ShopsenseError
 
     body: dict[str, Any] = {"query": query, "k": k, "mode": mode}
     if image is not None:
@@ -126,7 +125,7 @@ def _search_service(url: str, query: str | None, image: bytes | None, *, k: int,
     try:
         r = httpx.post(url.rstrip("/") + "/v1/search", json=body, timeout=60)
     except httpx.HTTPError as exc:
-        raise BackendUnavailable(f"{url}: {exc}") from None
+        raise ServiceUnavailable(f"{url}: the service did not answer ({exc})") from exc
     if r.status_code != 200:
         try:
             msg = r.json()["message"]
@@ -157,34 +156,19 @@ def search_cmd(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Reviews similar to QUERY (and/or --image), with each retriever's score and the fused one."""
-    from pydantic import ValidationError
+    from services.retrieval.request import check_search
+    from services.retrieval.retriever import HybridRetriever
 
-    from services.retrieval.retriever import MAX_K, HybridRetriever
-    from services.retrieval.schema import MODES, Filters
+    # check everything before opening indexes or loading models
+    filters = check_search(
+        query, has_image=image is not None, mode=mode, k=k, fusion=fusion, rerank=rerank,
+        filters={name: value for name, value in (
+            ("category", category), ("label", label), ("product", product),
+            ("rating_gte", rating_gte), ("rating_lte", rating_lte)) if value is not None},
+        cli=True).filters
+    from services.retrieval.schema import Filters
 
-    # validate everything before opening indexes or loading models
-    if mode not in MODES:
-        raise InvalidInput(f"--mode {mode!r}: choose {', '.join(MODES)}")
-    if not 1 <= k <= MAX_K:
-        raise InvalidInput(f"--k must be between 1 and {MAX_K}, got {k}")
-    if fusion is not None and fusion not in ("rrf", "weighted"):
-        raise InvalidInput(f"--fusion {fusion!r}: choose rrf or weighted")
-    if rating_gte is not None and rating_lte is not None and rating_gte > rating_lte:
-        raise InvalidInput(f"--rating-gte {rating_gte:g} is above --rating-lte {rating_lte:g}")
-    try:
-        filters = Filters(category=category, label=label, product=product,
-                          rating_gte=rating_gte, rating_lte=rating_lte)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = "--" + ".".join(str(p) for p in first.get("loc", ())).replace("_", "-")
-        msg = str(first.get("msg")).removeprefix("Value error, ")
-        raise InvalidInput(f"{where if where != '--' else 'filters'}: {msg}") from None
-    if not (query or "").strip() and image is None:
-        raise InvalidInput("give a QUERY text, an --image or both")
-    if mode == "sparse" and image is not None:
-        raise InvalidInput("--mode sparse (BM25) cannot use --image; use hybrid or dense")
-    if rerank and not (query or "").strip():
-        raise InvalidInput("--rerank needs a QUERY text")
+    filters = filters or Filters()
     image_bytes = _read_query_image(image) if image is not None else None
     settings = _settings()
     if url is not None:
@@ -230,15 +214,20 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="qrels file name without .tsv"),
     max_queries: int | None = typer.Option(None, "--max-queries",
                                               help="evaluate at most N queries"),
-    rerank: bool | None = typer.Option(None, "--rerank/--no-rerank", help="hybrid+rerank mode: "
+    rerank: bool | None = typer.Option(None, "--rerank/--no-rerank", help="the +rerank modes: "
                                           "default when a trained reranker exists; --rerank "
                                           "requires one"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
-    """nDCG@10, Recall@100 and MRR@10 of every mode (dense, sparse, hybrid = the configured
-    fusion, hybrid-rrf, hybrid-weighted, hybrid+rerank when a reranker is trained) on a BEIR
-    collection, indexed into a throw-away index."""
-    from services.retrieval.beir import METRICS, evaluate_beir
+    """nDCG@10, Recall@100 and MRR@10 (trec_eval's, through ir-measures) of every mode (dense,
+    sparse, hybrid-rrf, hybrid-weighted), each with and without the trained reranker, with
+    paired significance tests, on a BEIR collection indexed into a throw-away index."""
+    from services.retrieval.offline.beir import (
+        REPORT_COLUMNS,
+        evaluate_beir,
+        report_rows,
+        report_summary,
+    )
 
     if max_queries is not None and max_queries < 1:
         raise InvalidInput("--max-queries must be >= 1")
@@ -251,12 +240,13 @@ def evaluate_cmd(
     from rich.table import Table
 
     table = Table(title=f"{beir} ({result['queries']} queries, {result['corpus']} documents)")
-    table.add_column("mode")
-    for m in METRICS:
-        table.add_column(m)
-    for mode in result["modes"]:
-        table.add_row(mode, *(f"{result[mode][m]:.4f}" for m in METRICS))
-    Console().print(table)
+    for col in REPORT_COLUMNS:
+        table.add_column(col, justify="left" if col == "mode" else "right")
+    for row in report_rows(result):
+        table.add_row(*row)
+    console = Console(width=None if sys.stdout.isatty() else 160)  # piped: no wrapped columns
+    console.print(table)
+    console.print(report_summary(result))
 
 
 def status_cmd(as_json: bool = typer.Option(False, "--json", help="print JSON")) -> None:
@@ -282,6 +272,13 @@ def train_reranker_cmd(
     sets: str = typer.Option(",".join(("blitzer-books", "huliu-reviews")), "--sets",
                              help="training review sets (comma separated; see shopsense data "
                              "set names); keep them disjoint from what you evaluate on"),
+    source: str = typer.Option("llm", "--source", help="training queries: llm (written by the "
+                               "local LLM: run generate-queries first), heuristic (derived "
+                               "from the reviews) or both"),
+    generator: str | None = typer.Option(None, "--generator", help="only the queries of this "
+                                         "generator identity (default: every cached one)"),
+    keep_top: int = typer.Option(10, "--keep-top", help="llm: keep a query whose review is in "
+                                 "the top N of a first-stage list"),
     max_groups: int = typer.Option(1200, "--max-groups", help="training queries (each with 1 "
                                    "positive + --negatives hard negatives)"),
     negatives: int = typer.Option(3, "--negatives", help="hard negatives per query"),
@@ -299,10 +296,11 @@ def train_reranker_cmd(
                               "(tests, smoke runs)", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Train the cross-encoder reranker from the offline MiniLM on pairs derived from real
-    reviews, calibrate it, and write it (see services/retrieval/rerank.py)."""
-    from services.retrieval.rerank import TrainConfig, train_reranker
-    from services.retrieval.review_sets import BLITZER_CATEGORIES
+    """Train the cross-encoder reranker from the offline MiniLM on LLM-written queries (or pairs
+    derived from the reviews), calibrate it, and write it (services/retrieval/offline/
+    train_rerank.py)."""
+    from services.retrieval.offline.train_rerank import TrainConfig, train_reranker
+    from services.retrieval.offline.review_sets import BLITZER_CATEGORIES
     from shopsense.data.loaders import SET_NAMES
 
     names = [s.strip() for s in sets.split(",") if s.strip()]
@@ -316,7 +314,10 @@ def train_reranker_cmd(
     if dev_category is not None and f"blitzer-{dev_category}" in names:
         raise InvalidInput(f"--dev {dev_category} is also a training set; calibrate on data "
                            "the reranker did not see")
+    if source not in ("llm", "heuristic", "both"):
+        raise InvalidInput(f"--source {source!r}: choose llm, heuristic or both")
     for flag, value in (("--max-groups", max_groups), ("--negatives", negatives),
+                        ("--keep-top", keep_top),
                         ("--epochs", epochs), ("--batch-groups", batch_groups),
                         ("--dev-queries", dev_queries)):
         if value < 1:
@@ -327,7 +328,8 @@ def train_reranker_cmd(
         raise InvalidInput(f"--lr must be > 0, got {lr}")
     settings = _settings()
     target = out if out is not None else settings.resolved_reranker_dir()
-    cfg = TrainConfig(train_sets=names, max_groups=max_groups, negatives=negatives,
+    cfg = TrainConfig(train_sets=names, source=source, generator=generator, keep_top=keep_top,
+                      max_groups=max_groups, negatives=negatives,
                       batch_groups=batch_groups, epochs=epochs, lr=lr, max_length=max_length,
                       seed=seed, dev_category=dev_category, dev_queries=dev_queries,
                       random_init=tiny, max_seconds=max_seconds)
@@ -336,7 +338,10 @@ def train_reranker_cmd(
         typer.echo(json.dumps(report))
         return
     fit = report["fit"]
-    typer.echo(f"trained a reranker on {report['groups']} queries from "
+    llm = report.get("llm_queries")
+    kept = (f" ({llm['kept']} of {llm['generated']} LLM queries kept by the first-stage "
+            f"filter)" if llm else "")
+    typer.echo(f"trained a reranker on {report['groups']} {report['source']} queries{kept} from "
                f"{', '.join(report['train_sets'])}: {fit['steps']} steps, loss "
                f"{fit['loss_first']:.3f} -> {fit['loss_last']:.3f} (chance "
                f"{fit['chance_loss']:.3f}), alpha {report['alpha']:.1f}; wrote "
@@ -353,7 +358,7 @@ def review_set_cmd(
 ) -> None:
     """Export a review-retrieval test collection (query = a review, relevant = other reviews
     of the same product with the same label) in BEIR layout; see review_sets.py."""
-    from services.retrieval.review_sets import export_review_set
+    from services.retrieval.offline.review_sets import export_review_set
 
     if other_label_gain < 0:
         raise InvalidInput("--other-label-gain must be >= 0")
@@ -365,7 +370,74 @@ def review_set_cmd(
                f"relevant judgements from {', '.join(rep['source'])} to {rep['out_dir']}")
 
 
+def generate_queries_cmd(
+    sets: str = typer.Option(",".join(("blitzer-books", "huliu-reviews")), "--sets",
+                             help="review sets to write queries for (comma separated); keep "
+                             "them disjoint from what you evaluate and calibrate on"),
+    limit: int | None = typer.Option(None, "--limit", help="at most N reviews not cached yet"),
+    per_review: int = typer.Option(4, "--per-review", help="queries asked for per review"),
+    max_seconds: float | None = typer.Option(None, "--max-seconds", help="stop after this "
+                                             "long (what was made is kept)"),
+    model: str | None = typer.Option(None, "--model", help="embedded model key (default "
+                                     "SHOPSENSE_LLM__EMBEDDED_MODEL); ignored when "
+                                     "SHOPSENSE_LLM_BASE_URL is set"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Write the queries a shopper would type for training reviews with the local LLM, into the
+    resumable query cache (services/retrieval/offline/querygen.py); the reranker trains on them
+    (train-reranker --source llm)."""
+    from services.retrieval.offline.querygen import (
+        QueryCache,
+        QueryGenerator,
+        generate_queries,
+        review_order,
+    )
+    from shopsense.data.loaders import SET_NAMES, load_set
+    from shopsense.llm.client import LLMClient
+    from shopsense.llm.server import llm_endpoint
+    from shopsense.settings import get_settings
+
+    names = [x.strip() for x in sets.split(",") if x.strip()]
+    bad = [n for n in names if n not in SET_NAMES]
+    if not names or bad:
+        raise InvalidInput(f"--sets {bad[0] if bad else sets!r}: choose from "
+                           f"{', '.join(SET_NAMES)}")
+    for flag, value in (("--limit", limit), ("--per-review", per_review)):
+        if value is not None and value < 1:
+            raise InvalidInput(f"{flag} must be >= 1, got {value}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise InvalidInput(f"--max-seconds must be > 0, got {max_seconds}")
+    reviews = review_order({n: load_set(n) for n in names})
+    settings = get_settings()
+    import signal
+
+    def _stop(*_):  # SIGTERM (a pod stopping, kill): stop like Ctrl-C, keeping what was made
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    # one review is one request of a few hundred tokens: minutes on a busy CPU, so the
+    # per-request timeout is at least 15 minutes here
+    with llm_endpoint(settings, model=model) as endpoint, \
+            LLMClient(endpoint, timeout_s=max(settings.llm_timeout_s, 900.0)) as client:
+        generator = QueryGenerator(client, per_review=per_review)
+        cache = QueryCache(QueryCache.open_store(settings), generator.identity)
+        before = len(cache)
+        report = generate_queries(reviews, generator, cache, limit=limit,
+                                  max_seconds=max_seconds, progress=True)
+    report["sets"] = names
+    report["reviews_in_sets"] = len(reviews)
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    c = report["cache"]
+    typer.echo(f"wrote {report['generated_queries']} queries for {report['generated_reviews']} "
+               f"reviews in {report['seconds']:.0f}s ({report['reviews_without_query']} without "
+               f"a usable query); the cache of {c['generator']} holds {c['reviews']} of "
+               f"{len(reviews)} reviews ({before} before), {c['queries']} queries")
+
+
 retrieval_app.command("evaluate")(evaluate_cmd)
+retrieval_app.command("generate-queries")(generate_queries_cmd)
 retrieval_app.command("train-reranker")(train_reranker_cmd)
 retrieval_app.command("review-set")(review_set_cmd)
 retrieval_app.command("status")(status_cmd)

@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from services.retrieval.errors import BackendUnavailable, IndexLocked, IndexMismatch
-from services.retrieval.schema import BackendHit, Doc, Filters, point_id
+from services.retrieval.errors import IndexLocked, IndexMismatch, StoreUnavailable
+from services.retrieval.schema import BackendHit, Doc, Filters, Snapshot, point_id
 from services.retrieval.settings import RetrievalSettings
 from shopsense.errors import InvalidInput
 
@@ -58,23 +58,11 @@ IMAGE_DIM = 1280
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VECTORS", "QdrantDenseIndex", "Snapshot"]
+__all__ = ["VECTORS", "QdrantDenseIndex"]
 
 #: named vectors and their sizes
 VECTORS: dict[str, int] = {"text": TEXT_DIM, "image": IMAGE_DIM}
 _KEYWORD_FIELDS = ("review_id", "category", "label", "product")
-
-
-class Snapshot:
-    """The stored state of some points before a write, to restore on failure."""
-
-    def __init__(self, records: dict[str, Any], ids: Sequence[str]) -> None:
-        self.records = records  # review id -> qdrant Record (vectors + payload)
-        self.ids = list(ids)
-
-    @property
-    def existing(self) -> list[str]:
-        return [i for i in self.ids if i in self.records]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -105,7 +93,8 @@ def _filter(filters: Filters | None):
 
 
 class QdrantDenseIndex:
-    """Text and image vectors of reviews, with their payload, in one Qdrant collection."""
+    """Text and image vectors of reviews, with their payload, in one Qdrant collection (a
+    :class:`~services.retrieval.indexes.DenseIndex`)."""
 
     def __init__(self, client: Any, collection: str, *, where: str) -> None:
         self.client = client
@@ -147,13 +136,13 @@ class QdrantDenseIndex:
         return index
 
     def _call(self, what: str, fn, *args, **kwargs):
-        """Run a client call; transport and server errors become one-line BackendUnavailable."""
+        """Run a client call; transport and server errors become one-line StoreUnavailable."""
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
             if not _is_transport_error(exc):
                 raise
-            raise BackendUnavailable(f"{self.where}: {what} failed: {_one_line(exc)}") from exc
+            raise StoreUnavailable(f"{self.where}: {what} failed: {_one_line(exc)}") from exc
 
     def _distance(self):
         """DOT on unit vectors in local mode (see the module docstring), COSINE on a server."""
@@ -265,7 +254,8 @@ class QdrantDenseIndex:
         """Current points (vectors and payload) of ``ids``, for :meth:`restore`."""
         records = self._call("retrieve", self.client.retrieve, self.collection,
                              [point_id(i) for i in ids], with_payload=True, with_vectors=True)
-        return Snapshot({r.payload["review_id"]: r for r in records}, ids)
+        state = {r.payload["review_id"]: r for r in records}
+        return Snapshot(list(ids), {i: r.payload for i, r in state.items()}, state)
 
     def restore(self, snap: Snapshot, ids: Sequence[str] | None = None) -> None:
         """Put ``ids`` (default: all of the snapshot) back as they were: re-upsert the points
@@ -273,9 +263,10 @@ class QdrantDenseIndex:
         from qdrant_client import models as m
 
         ids = snap.ids if ids is None else list(ids)
-        back = [m.PointStruct(id=snap.records[i].id, vector=snap.records[i].vector,
-                              payload=snap.records[i].payload) for i in ids if i in snap.records]
-        gone = [i for i in ids if i not in snap.records]
+        state = snap.state or {}
+        back = [m.PointStruct(id=state[i].id, vector=state[i].vector, payload=state[i].payload)
+                for i in ids if i in state]
+        gone = [i for i in ids if i not in state]
         if back:
             self._call("restore", self.client.upsert, self.collection, back, wait=True)
         self.delete(gone)

@@ -4,7 +4,7 @@ handle. It owns one :class:`HybridRetriever` (the embedded Qdrant folder admits 
 keep one replica unless ``SHOPSENSE_QDRANT_URL`` points at a server).
 
 Every method returns plain data (lists of ``Hit`` dicts); errors stay the platform's own
-(``InvalidInput``, ``BackendUnavailable`` …) and are unwrapped from Ray's ``RayTaskError`` by
+(``InvalidInput``, ``StoreUnavailable`` …) and are unwrapped from Ray's ``RayTaskError`` by
 :class:`HandleSearchService`, the client side the API uses.
 """
 
@@ -66,6 +66,15 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _reraise(exc: BaseException):
+    """Raise the platform error ``exc`` carries, chained to the Ray error (its remote
+    traceback stays readable), or ``exc`` itself."""
+    err = _unwrap(exc)
+    if err is exc:
+        raise exc
+    raise err from exc
+
+
 class HandleSearchService:
     """The API's search client over a Serve handle to :class:`Retriever`."""
 
@@ -77,13 +86,13 @@ class HandleSearchService:
         try:
             return await self.handle.search.remote(query, image, **kwargs)
         except Exception as exc:  # noqa: BLE001 - re-raised as the platform error it carries
-            raise _unwrap(exc) from None
+            _reraise(exc)
 
     async def status(self) -> dict[str, Any]:
         try:
             return await self.handle.status.remote()
         except Exception as exc:  # noqa: BLE001
-            raise _unwrap(exc) from None
+            _reraise(exc)
 
 
 class LocalSearchService:

@@ -2,10 +2,13 @@
 command prints them as one line and exits 2, and the API can map them by their base class.
 
 RetrievalError(ShopsenseError)
-├── BackendUnavailable(UpstreamError)   Qdrant / OpenSearch unreachable or answering an error
+├── StoreUnavailable(UpstreamError)     Qdrant / OpenSearch unreachable or answering an error
+│                                       (HTTP 502 from the API: the store behind it failed)
 ├── IndexLocked                         the local index is open in another process
 ├── IndexMismatch                       an existing collection/index has another layout
 └── IndexingFailed                      a write failed; says which ids are where
+``StoreUnavailable`` was called ``BackendUnavailable`` before; that name now belongs only to the
+inference service's model-server error (a 503), so each name has one meaning and one status.
 Bad requests (filters, modes, empty queries) raise ``shopsense.errors.InvalidInput``;
 unreadable input files raise ``shopsense.errors.DataError``.
 """
@@ -21,7 +24,7 @@ class RetrievalError(ShopsenseError):
     pass
 
 
-class BackendUnavailable(RetrievalError, UpstreamError):
+class StoreUnavailable(RetrievalError, UpstreamError):
     pass
 
 

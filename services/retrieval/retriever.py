@@ -53,20 +53,18 @@ from typing import Any
 
 import numpy as np
 
-from services.retrieval.dense import QdrantDenseIndex, Snapshot
 from services.retrieval.errors import IndexingFailed
 from services.retrieval.fusion import fuse
-from services.retrieval.schema import MODES, BackendHit, Doc, Filters, Hit
+from services.retrieval.indexes import DenseIndex, Snapshot, SparseIndex, open_dense, open_sparse
+from services.retrieval.request import MAX_K, check_search
+from services.retrieval.schema import BackendHit, Doc, Filters, Hit
 from services.retrieval.settings import RetrievalSettings
-from services.retrieval.sparse import SparseIndex, open_sparse
 from shopsense.errors import InvalidInput
 from shopsense.schemas import ImageRef, Review
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DeleteReport", "Embeddings", "HybridRetriever", "IndexReport"]
-
-MAX_K = 1000
+__all__ = ["MAX_K", "DeleteReport", "Embeddings", "HybridRetriever", "IndexReport"]
 
 
 @dataclass
@@ -119,7 +117,7 @@ def _as_doc(item: Review | Doc | dict) -> Doc:
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "review"
-            raise InvalidInput(f"invalid review: {where}: {first.get('msg')}") from None
+            raise InvalidInput(f"invalid review: {where}: {first.get('msg')}") from exc
     raise InvalidInput(f"cannot index a {type(item).__name__}; give Review objects")
 
 
@@ -139,7 +137,7 @@ class HybridRetriever:
 
     def __init__(
         self,
-        dense: QdrantDenseIndex,
+        dense: DenseIndex,
         sparse: SparseIndex,
         settings: RetrievalSettings | None = None,
         *,
@@ -170,13 +168,13 @@ class HybridRetriever:
         text_embedder: Any = None,
         image_embedder: Any = None,
     ) -> HybridRetriever:
-        """The retriever the settings describe (local folders under ``index_dir`` or
-        ``<home>/retrieval``)."""
+        """The retriever the settings describe (``indexes.open_dense`` / ``open_sparse``: local
+        folders under ``index_dir`` or ``<home>/retrieval``, or the servers of the settings)."""
         settings = settings or RetrievalSettings()
         base = Path(index_dir) if index_dir is not None else settings.index_dir(home)
         base.mkdir(parents=True, exist_ok=True)
         name = collection or settings.collection
-        dense = QdrantDenseIndex.open(settings, base, collection=name)
+        dense = open_dense(settings, base, collection=name)
         try:
             sparse = open_sparse(settings, base, name=name)
         except BaseException:
@@ -270,9 +268,9 @@ class HybridRetriever:
 
     # -- writes --------------------------------------------------------------------------
     def _restore_sparse(self, snap: Snapshot, ids: Sequence[str]) -> dict[str, str]:
-        back = [Doc.from_payload(snap.records[i].payload) for i in ids if i in snap.records]
+        back = [Doc.from_payload(snap.payloads[i]) for i in ids if i in snap.payloads]
         failed = self.sparse.upsert(back)
-        failed.update(self.sparse.delete([i for i in ids if i not in snap.records]))
+        failed.update(self.sparse.delete([i for i in ids if i not in snap.payloads]))
         return failed
 
     def _rollback(self, snap: Snapshot, ids: Sequence[str], *, stage: str, cause: str,
@@ -522,30 +520,9 @@ class HybridRetriever:
     ) -> list[Hit]:
         """Ranked reviews similar to ``query`` (text) and/or ``image`` (bytes or PIL image);
         ``rerank`` (``None`` = the setting) re-scores the fused head (module docstring)."""
-        if mode not in MODES:
-            raise InvalidInput(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
-        if not 1 <= k <= MAX_K:
-            raise InvalidInput(f"k must be between 1 and {MAX_K}, got {k}")
-        if fusion is not None and fusion not in ("rrf", "weighted"):
-            raise InvalidInput(f"unknown fusion {fusion!r}; choose rrf or weighted")
-        if isinstance(filters, dict):
-            from pydantic import ValidationError
-
-            try:
-                filters = Filters(**filters)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ())) or "filters"
-                raise InvalidInput(f"invalid filter {where}: {first.get('msg')}") from None
-        text = (query or "").strip()
-        if not text and image is None:
-            raise InvalidInput("give a query text, a query image or both")
-        if mode == "sparse" and not text:
-            raise InvalidInput("sparse (BM25) search needs a query text")
-        if mode == "sparse" and image is not None:
-            raise InvalidInput("sparse (BM25) search cannot use an image; use hybrid or dense")
-        if rerank and not text:
-            raise InvalidInput("reranking needs a query text")
+        args = check_search(query, has_image=image is not None, mode=mode, k=k, fusion=fusion,
+                            rerank=rerank, filters=filters)
+        text, filters = args.query or "", args.filters
         do_rerank = (self.settings.rerank if rerank is None else rerank) and bool(text)
         reranker = self.reranker if do_rerank else None  # fails before searching if untrained
         depth = max(k, self.settings.candidates)

@@ -1,5 +1,6 @@
-"""What the indexes store and return: :class:`Doc` (one indexed item), :class:`Filters` and
-:class:`Hit`. Shared by the dense and sparse backends so that both hold the same fields."""
+"""What the indexes store and return: :class:`Doc` (one indexed item), :class:`Filters`,
+:class:`Hit` and a dense index's :class:`Snapshot`. Shared by the dense and sparse backends so
+that both hold the same fields."""
 
 from __future__ import annotations
 
@@ -148,3 +149,20 @@ class Hit(BaseModel):
     rating: float | None = None
     product: str | None = None
     category: str | None = None
+
+
+@dataclass
+class Snapshot:
+    """The stored state of some points before a write, to put back on failure.
+
+    ``payloads``: the payload of each id that existed (what the sparse index is rebuilt from);
+    ``state``: the backend's own copy of those points (vectors included), read only by the
+    backend's ``restore``."""
+
+    ids: list[str]
+    payloads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state: Any = None
+
+    @property
+    def existing(self) -> list[str]:
+        return [i for i in self.ids if i in self.payloads]

@@ -59,7 +59,7 @@ class ImageLoader:
         try:
             return path.read_bytes()
         except OSError as exc:
-            raise DataError(f"image {uri!r}: {exc.strerror or exc}") from None
+            raise DataError(f"image {uri!r}: {exc.strerror or exc}") from exc
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The sparse (BM25) index behind one interface, :class:`SparseIndex`, with two backends:
+"""The sparse (BM25) backends of :class:`~services.retrieval.indexes.SparseIndex` (opened by
+``indexes.open_sparse``):
 
 * :class:`TantivySparseIndex` (default): a tantivy index on disk, ``<index dir>/tantivy/<name>``.
 * :class:`OpenSearchSparseIndex`: OpenSearch through opensearch-py when
@@ -8,20 +9,16 @@ What both index, per review: ``content`` (title and text) for BM25; ``review_id`
 fields ``category``, ``label``, ``product`` as exact, case-sensitive keywords; ``rating`` as a
 number; the display fields (text, title, product name, source) stored, not indexed.
 
-Query semantics (the same in both): the query text is analysed (lowercase, English stop words
-removed, English stemming); a document matches if it contains at least one query term and
-passes every filter; it is scored by BM25 (k1=1.2, b=0.75) on ``content`` only (filters do not
-score: OpenSearch ``bool.filter`` clauses, tantivy constant-score-0 ``Must`` clauses). Filters:
-exact term on category/label/product, inclusive range on rating; a document without the field
-does not match a filter on it.
-
-Known differences between the backends, all in analysis: OpenSearch's ``english`` analyzer
-uses the standard (UAX#29) tokenizer, the possessive filter and the Porter stemmer; tantivy's
-``en_stem`` uses its simple tokenizer (splits on every non-alphanumeric character, so "don't"
-is "don" + "t") and the Snowball English stemmer. tantivy removes stop words from the query
-only (``en_stem`` keeps them in the index, which changes document lengths a little).
-Absolute BM25 scores therefore differ; rankings are close, and fusion only reads ranks (RRF)
-or per-list normalised scores (weighted).
+Query semantics (the same in both): documents and queries are read by one English analysis,
+defined in ``analysis.py`` (negated contractions spelled out, letters-and-digits tokens,
+lowercase, Lucene's English stop words *without* "no"/"not", Snowball English stemmer), built as
+a tantivy analyzer and as an OpenSearch custom analyzer; a document matches if it contains at
+least one query term and passes every filter; it is scored by BM25 (k1=1.2, b=0.75) on
+``content`` only (filters do not score: OpenSearch ``bool.filter`` clauses, tantivy
+constant-score-0 ``Must`` clauses). Filters: exact term on category/label/product, inclusive
+range on rating; a document without the field does not match a filter on it. Both compute BM25
+with Lucene's formula and its one-byte document-length encoding; tantivy's scores are Lucene's
+times (k1 + 1), the same ranking.
 
 Writes: ``upsert(docs)`` replaces documents by review id, ``delete(ids)`` removes them; both
 return ``{id: reason}`` for items the backend rejected (empty when all succeeded) and raise on
@@ -35,9 +32,15 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from services.retrieval.errors import BackendUnavailable, IndexLocked, IndexMismatch
+from services.retrieval.analysis import (
+    ANALYZER_NAME,
+    bm25_text,
+    opensearch_analysis,
+    tantivy_analyzer,
+)
+from services.retrieval.errors import IndexLocked, IndexMismatch, StoreUnavailable
 from services.retrieval.schema import BackendHit, Doc, Filters
 from services.retrieval.settings import RetrievalSettings
 
@@ -46,31 +49,10 @@ log = logging.getLogger(__name__)
 __all__ = [
     "OPENSEARCH_BODY",
     "OpenSearchSparseIndex",
-    "SparseIndex",
     "TantivySparseIndex",
-    "open_sparse",
     "opensearch_query",
     "opensearch_source",
 ]
-
-
-@runtime_checkable
-class SparseIndex(Protocol):
-    where: str
-    transactional: bool
-
-    def upsert(self, docs: Sequence[Doc]) -> dict[str, str]: ...
-
-    def delete(self, ids: Sequence[str]) -> dict[str, str]: ...
-
-    def search(self, query: str, *, k: int = 10,
-               filters: Filters | None = None) -> list[BackendHit]: ...
-
-    def count(self) -> int: ...
-
-    def drop(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 def _dedupe(docs: Sequence[Doc]) -> list[Doc]:
@@ -88,21 +70,8 @@ def _dedupe(docs: Sequence[Doc]) -> list[Doc]:
 # ------------------------------------------------------------------------------------ tantivy
 
 
-def _query_analyzer():
-    """``en_stem`` (simple tokenizer, remove_long(40), lowercase, English stemmer) plus the
-    English stop word filter (the Lucene list OpenSearch's ``english`` analyzer uses)."""
-    import tantivy as t
-
-    return (t.TextAnalyzerBuilder(t.Tokenizer.simple())
-            .filter(t.Filter.remove_long(40))
-            .filter(t.Filter.lowercase())
-            .filter(t.Filter.stopword("english"))
-            .filter(t.Filter.stemmer("english"))
-            .build())
-
-
 class TantivySparseIndex:
-    """BM25 over a tantivy index on disk (``en_stem`` tokenizer)."""
+    """BM25 over a tantivy index on disk (the ``analysis.py`` analyzer on ``content``)."""
 
     transactional = True
     HEAP_BYTES = 32_000_000
@@ -115,7 +84,7 @@ class TantivySparseIndex:
         self.where = f"tantivy {self.path}"
         sb = t.SchemaBuilder()
         sb.add_text_field("review_id", stored=True, tokenizer_name="raw", index_option="basic")
-        sb.add_text_field("content", stored=False, tokenizer_name="en_stem")
+        sb.add_text_field("content", stored=False, tokenizer_name=ANALYZER_NAME)
         for name in ("category", "label", "product"):
             sb.add_text_field(name, stored=False, tokenizer_name="raw", index_option="basic")
         sb.add_float_field("rating", stored=False, indexed=True, fast=True)
@@ -124,8 +93,10 @@ class TantivySparseIndex:
         try:
             self.index = t.Index(self.schema, path=str(self.path), reuse=True)
         except ValueError as exc:
-            raise IndexMismatch(f"{self.where}: {exc} (remove the folder to rebuild it)") from exc
-        self._analyzer = _query_analyzer()
+            raise IndexMismatch(f"{self.where}: {exc} (an index of an earlier layout: remove "
+                                "the folder and index again)") from exc
+        self._analyzer = tantivy_analyzer()
+        self.index.register_tokenizer(ANALYZER_NAME, self._analyzer)
         # the searcher is reloaded on the first read after a commit, not after every commit:
         # a bulk index commits once per batch and reads nothing in between, and a reload costs
         # about as much as a small commit's flush (benchmarks/retrieval_speed.py)
@@ -144,7 +115,7 @@ class TantivySparseIndex:
 
         d = t.Document()
         d.add_text("review_id", doc.id)
-        d.add_text("content", doc.content)
+        d.add_text("content", bm25_text(doc.content))
         for name in ("category", "label", "product"):
             value = getattr(doc, name)
             if value is not None:
@@ -207,7 +178,8 @@ class TantivySparseIndex:
 
     # -- reads ---------------------------------------------------------------------------
     def analyze(self, text: str) -> list[str]:
-        return self._analyzer.analyze(text)
+        """The terms BM25 reads of ``text`` (documents and queries alike)."""
+        return self._analyzer.analyze(bm25_text(text))
 
     def _filter_queries(self, filters: Filters | None) -> list[Any]:
         import tantivy as t
@@ -271,12 +243,12 @@ class TantivySparseIndex:
 #: index settings and mapping (``PUT /<index>``). One shard: BM25 statistics are then computed
 #: over the whole collection, as in tantivy (several shards score with per-shard statistics).
 OPENSEARCH_BODY: dict[str, Any] = {
-    "settings": {"index": {"number_of_shards": 1}},
+    "settings": {"index": {"number_of_shards": 1, "analysis": opensearch_analysis()}},
     "mappings": {
         "dynamic": "strict",
         "properties": {
             "review_id": {"type": "keyword"},
-            "content": {"type": "text", "analyzer": "english"},
+            "content": {"type": "text", "analyzer": ANALYZER_NAME},
             "category": {"type": "keyword"},
             "label": {"type": "keyword"},
             "product": {"type": "keyword"},
@@ -292,7 +264,7 @@ OPENSEARCH_BODY: dict[str, Any] = {
 
 def opensearch_source(doc: Doc) -> dict[str, Any]:
     """The ``_source`` of one review."""
-    return {**doc.payload(), "content": doc.content}
+    return {**doc.payload(), "content": bm25_text(doc.content)}
 
 
 def opensearch_query(query: str, *, k: int, filters: Filters | None) -> dict[str, Any]:
@@ -304,7 +276,7 @@ def opensearch_query(query: str, *, k: int, filters: Filters | None) -> dict[str
                   if v is not None}
         if bounds:
             clauses.append({"range": {"rating": bounds}})
-    boolean: dict[str, Any] = {"must": [{"match": {"content": {"query": query}}}]}
+    boolean: dict[str, Any] = {"must": [{"match": {"content": {"query": bm25_text(query)}}}]}
     if clauses:
         boolean["filter"] = clauses
     return {"size": k, "query": {"bool": boolean}, "_source": {"excludes": ["content"]},
@@ -324,7 +296,7 @@ def _display_url(url: str | None) -> str:
     return f"{u.scheme}://{netloc}{u.path.rstrip('/')}"
 
 
-def _os_error(where: str, what: str, exc: BaseException) -> BackendUnavailable:
+def _os_error(where: str, what: str, exc: BaseException) -> StoreUnavailable:
     status = getattr(exc, "status_code", None)
     info = getattr(exc, "info", None)
     reason = None
@@ -337,7 +309,7 @@ def _os_error(where: str, what: str, exc: BaseException) -> BackendUnavailable:
     if reason is None:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     prefix = f"HTTP {status} " if isinstance(status, int) else ""
-    return BackendUnavailable(f"{where}: {what} failed: {prefix}{reason}")
+    return StoreUnavailable(f"{where}: {what} failed: {prefix}{reason}")
 
 
 def _item_failures(response: dict[str, Any], ok_not_found: bool = False) -> dict[str, str]:
@@ -360,7 +332,7 @@ def _item_failures(response: dict[str, Any], ok_not_found: bool = False) -> dict
 
 
 class OpenSearchSparseIndex:
-    """BM25 on an OpenSearch index (``english`` analyzer), written with ``_bulk``."""
+    """BM25 on an OpenSearch index (the ``analysis.py`` analyzer), written with ``_bulk``."""
 
     transactional = False
 
@@ -408,10 +380,12 @@ class OpenSearchSparseIndex:
             props = ((mapping.get(self.index) or next(iter(mapping.values()), {}))
                      .get("mappings", {}).get("properties", {})) if mapping else {}
             content = props.get("content", {})
-            if content.get("type") != "text" or props.get("category", {}).get("type") != "keyword":
+            if (content.get("type") != "text" or content.get("analyzer") != ANALYZER_NAME
+                    or props.get("category", {}).get("type") != "keyword"):
                 raise IndexMismatch(
-                    f"{self.where}: index {self.index!r} exists with another mapping; drop it or "
-                    "choose another SHOPSENSE_RETRIEVAL__COLLECTION")
+                    f"{self.where}: index {self.index!r} exists with another mapping (content "
+                    f"analyzer {content.get('analyzer')!r}, expected {ANALYZER_NAME!r}); drop "
+                    "it and index again, or choose another SHOPSENSE_RETRIEVAL__COLLECTION")
             return
         self._call("create index", self.client.indices.create, index=self.index,
                    body=OPENSEARCH_BODY)
@@ -424,7 +398,7 @@ class OpenSearchSparseIndex:
         try:
             return _item_failures(response, ok_not_found=ok_not_found)
         except (ValueError, AttributeError, TypeError) as exc:
-            raise BackendUnavailable(
+            raise StoreUnavailable(
                 f"{self.where}: {what}: unreadable bulk response ({exc})") from exc
 
     def upsert(self, docs: Sequence[Doc]) -> dict[str, str]:
@@ -449,7 +423,7 @@ class OpenSearchSparseIndex:
                                payload={**h.get("_source", {}), "review_id": str(h["_id"])})
                     for h in response["hits"]["hits"]]
         except (KeyError, TypeError, ValueError) as exc:
-            raise BackendUnavailable(f"{self.where}: search: unreadable response ({exc})") from exc
+            raise StoreUnavailable(f"{self.where}: search: unreadable response ({exc})") from exc
 
     def count(self) -> int:
         return int(self._call("count", self.client.count, index=self.index)["count"])
@@ -462,14 +436,3 @@ class OpenSearchSparseIndex:
             self.client.close()
         except Exception as exc:  # pragma: no cover
             log.debug("closing %s: %s", self.where, exc)
-
-
-def open_sparse(settings: RetrievalSettings, index_dir: Path | None = None, *,
-                name: str | None = None) -> TantivySparseIndex | OpenSearchSparseIndex:
-    """OpenSearch when ``settings.opensearch_url`` is set, else tantivy under
-    ``index_dir/tantivy/<name>``."""
-    name = name or settings.collection
-    if settings.opensearch_url:
-        return OpenSearchSparseIndex.open(settings, index=name)
-    base = Path(index_dir if index_dir is not None else settings.index_dir())
-    return TantivySparseIndex(base / "tantivy" / name)

@@ -31,7 +31,7 @@ def tiny_beir(root: Path) -> Path:
 
 
 def tiny_reranker(out: Path) -> Path:
-    from services.retrieval.rerank import TrainConfig, train_reranker
+    from services.retrieval.offline.train_rerank import TrainConfig, train_reranker
     from tests.services.retrieval.conftest import settings
 
     reviews = [Review.make(source=Source(kind="synthetic", name="b", source_id=str(i)),
@@ -63,7 +63,15 @@ def test_retrieval_quality_prints_a_table(tmp_path):
         assert any(line.startswith(f"| {mode} |") for line in lines), p.stdout
     assert any(line.startswith("- tiny: best mode") and "plain RRF" in line for line in lines)
     assert any("BM25" in line and "all-MiniLM-L6-v2" in line for line in lines)
+    # every mode with and without the reranker, with p-values (issue 15)
+    head = next(i for i, line in enumerate(lines) if line.startswith("| mode | nDCG@10 |"))
+    assert "p vs best" in lines[head] and "+rerank nDCG@10" in lines[head]
+    rows = [line for line in lines[head + 2:head + 6]]
+    assert [r.split(" | ")[0].strip("| ").split(" ")[0] for r in rows] == [
+        "dense", "sparse", "hybrid-rrf", "hybrid-weighted"]
+    assert any(line.startswith("best without reranker:") for line in lines)
     saved = json.loads(next(out.glob("retrieval_quality-*.json")).read_text())
     assert saved["results"][0]["queries"] == 2
     assert set(saved["results"][0]["modes"]["hybrid+rerank"]) == {"ndcg@10", "recall@100",
                                                                    "mrr@10"}
+    assert "best_with_vs_without" in saved["results"][0]["compare"]

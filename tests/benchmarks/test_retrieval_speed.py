@@ -117,3 +117,23 @@ def test_table_shows_growth_and_targets(bench):
 def test_targets_say_when_100k_was_not_measured(bench):
     targets = bench.compute_targets([_summary(bench, 300, 2000.0, 10.0)])
     assert "(measured at 300, not 100k)" in targets[0]["display"]
+
+
+def test_rerank_cost_per_top_n(data_dir, tmp_path):
+    out = tmp_path / "rr.json"
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), "--sizes", "200", "--repeats", "1", "--queries", "3",
+         "--warmup", "1", "--embed-sample", "0", "--data-dir", str(data_dir),
+         "--rerank-depths", "2,4", "--rerank-queries", "3", "--reranker", str(tmp_path / "no"),
+         "--workdir", str(tmp_path), "--json", str(out)],
+        check=False, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "SHOPSENSE_HOME": str(tmp_path / "home")},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = p.stdout.splitlines()
+    for n in (2, 4):
+        assert sum(f"hybrid + rerank top {n} |" in ln for ln in lines) == 1, n
+    run = json.loads(out.read_text())["sizes"][0]["runs"][0]
+    assert run["latency"]["hybrid_rerank_4"]["n"] == 3
+    target = json.loads(out.read_text())["targets"][-1]
+    assert target["target"].startswith("hybrid + rerank p99") and target["met"] is not None

@@ -10,9 +10,20 @@ the query subset the backend is allowed to build and rejects anything else with 
 * filters: ``{"term": {field: {"value": v}}}`` (exact, case-sensitive, keyword fields),
   ``{"range": {field: {"gte"?: x, "lte"?: y}}}`` (a document without the field never matches)
 
-Scoring is a simple term-frequency sum over lowercase alphanumeric tokens minus English stop
-words (no BM25, no stemming): tests compare *which* documents match and the request bodies,
-not OpenSearch's scores. Documents are checked against the index mapping (``dynamic: strict``).
+Analysis and scoring follow what OpenSearch (Lucene) documents, so rankings can be compared
+with tantivy's: the ``content`` field is analysed by the analyzer its mapping names, built from
+the index's ``settings.index.analysis`` (tokenizers ``pattern`` (Java regex, split mode) and
+``standard`` (approximated by letter/digit runs); token filters ``lowercase``, ``length``,
+``stop`` (a list or ``_english_``), ``stemmer`` with ``language`` ``porter2`` (the Snowball
+English stemmer, through the ``snowballstemmer`` package, an implementation independent of
+tantivy's), ``english``/``porter`` (Porter) or ``possessive_english``); the built-in ``english``
+analyzer is Lucene's EnglishAnalyzer (standard tokenizer, possessive, lowercase, the English
+stop set, Porter). An unknown analyzer, tokenizer or filter is a 400 at index creation, as in
+OpenSearch. Scoring is Lucene's BM25 (k1 = 1.2, b = 0.75, ``idf = ln(1 + (N - n + 0.5) / (n +
+0.5))``, ``tf / (tf + k1 (1 - b + b dl / avgdl))`` summed over the query's terms), with the
+document length stored in Lucene's one-byte norm (``SmallFloat.intToByte4``) and the average
+from the exact lengths. Documents are checked against the index mapping (``dynamic:
+strict``).
 
 Failure injection: ``reject_ids`` / ``reject_delete_ids`` (bulk index / delete items answered
 with a per-item error) and
@@ -22,20 +33,116 @@ with a per-item error) and
 from __future__ import annotations
 
 import json
-import re
+import math
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+#: Lucene's English stop set (the built-in english analyzer and "_english_")
 STOP = {"a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into",
         "is", "it", "no", "not", "of", "on", "or", "such", "that", "the", "their", "then",
         "there", "these", "they", "this", "to", "was", "will", "with"}
+K1, B = 1.2, 0.75
 
 
-def _tokens(text: str) -> list[str]:
-    return [t for t in re.findall(r"[a-z0-9]+", text.lower()) if t not in STOP]
+def _long_to_int4(i: int) -> int:
+    bits = i.bit_length()
+    if bits < 4:
+        return i
+    shift = bits - 4
+    return ((i >> shift) & 0x07) | ((shift + 1) << 3)
+
+
+def _int4_to_long(i: int) -> int:
+    bits, shift = i & 0x07, (i >> 3) - 1
+    return bits if shift == -1 else (bits | 0x08) << shift
+
+
+_FREE = 255 - _long_to_int4(2**31 - 1)  # 24: lengths below it are stored exactly
+
+
+def lucene_norm_length(length: int) -> int:
+    """A document length as Lucene's BM25 reads it back from its one-byte norm."""
+    if length < _FREE:
+        return length
+    return _FREE + _int4_to_long(_long_to_int4(length - _FREE))
+
+
+def _stemmer(language: str):
+    import snowballstemmer
+
+    if language == "porter2":
+        stem = snowballstemmer.stemmer("english").stemWord
+        return lambda toks: [stem(t) for t in toks]
+    if language in ("english", "porter"):
+        stem = snowballstemmer.stemmer("porter").stemWord
+        return lambda toks: [stem(t) for t in toks]
+    if language == "possessive_english":
+        return lambda toks: [t[:-2] if t.lower().endswith(("'s", "\u2019s")) else t
+                             for t in toks]
+    raise BadRequest("illegal_argument_exception", f"unknown stemmer language [{language}]")
+
+
+def _filter(name: str, defined: dict[str, Any]):
+    spec = defined.get(name, {"type": name})
+    kind = spec.get("type")
+    if kind == "lowercase":
+        return lambda toks: [t.lower() for t in toks]
+    if kind == "length":
+        lo, hi = int(spec.get("min", 0)), int(spec.get("max", 2**31 - 1))
+        return lambda toks: [t for t in toks if lo <= len(t) <= hi]
+    if kind == "stop":
+        words = spec.get("stopwords", "_english_")
+        stop = STOP if words == "_english_" else set(words)
+        return lambda toks: [t for t in toks if t not in stop]
+    if kind == "stemmer":
+        return _stemmer(spec.get("language", spec.get("name", "english")))
+    if kind == "porter_stem":
+        return _stemmer("porter")
+    raise BadRequest("illegal_argument_exception", f"unknown token filter [{name}]")
+
+
+def _tokenizer(name: str, defined: dict[str, Any]):
+    import regex
+
+    spec = defined.get(name, {"type": name})
+    if spec.get("type") == "pattern":
+        pattern = regex.compile(spec.get("pattern", r"\W+"))
+        return lambda text: [t for t in pattern.split(text) if t]
+    if spec.get("type") == "standard":
+        word = regex.compile(r"[\p{L}\p{N}]+(?:['\u2019][\p{L}\p{N}]+)*")
+        return lambda text: word.findall(text)
+    raise BadRequest("illegal_argument_exception", f"unknown tokenizer [{name}]")
+
+
+def build_analyzer(name: str, analysis: dict[str, Any]):
+    """``text -> tokens`` for the analyzer ``name`` of an index's ``analysis`` settings."""
+    custom = (analysis.get("analyzer") or {}).get(name)
+    if custom is None:
+        if name == "english":
+            custom = {"type": "custom", "tokenizer": "standard",
+                      "filter": ["possessive", "lowercase", "stop", "porter_stem"]}
+            analysis = {"filter": {"possessive": {"type": "stemmer",
+                                                  "language": "possessive_english"}}}
+        elif name == "standard":
+            custom = {"type": "custom", "tokenizer": "standard", "filter": ["lowercase"]}
+        else:
+            raise BadRequest("mapper_parsing_exception",
+                             f"analyzer [{name}] has not been configured in mappings")
+    if custom.get("type", "custom") != "custom":
+        raise BadRequest("illegal_argument_exception", f"analyzer type {custom.get('type')}")
+    tokenize = _tokenizer(custom["tokenizer"], analysis.get("tokenizer") or {})
+    filters = [_filter(f, analysis.get("filter") or {}) for f in custom.get("filter", [])]
+
+    def analyze(text: str) -> list[str]:
+        toks = tokenize(text or "")
+        for f in filters:
+            toks = f(toks)
+        return toks
+
+    return analyze
 
 
 class BadRequest(Exception):
@@ -91,6 +198,17 @@ class FakeOpenSearch:
         return {"error": {"root_cause": [{"type": type_, "reason": reason}], "type": type_,
                           "reason": reason}, "status": status}
 
+    def _analyzer(self, name: str):
+        """The analyzer of the ``content`` field of index ``name`` (built once)."""
+        idx = self._get(name)
+        if "analyze" not in idx:
+            props = idx["body"].get("mappings", {}).get("properties", {})
+            analyzer = props.get("content", {}).get("analyzer", "standard")
+            analysis = ((idx["body"].get("settings") or {}).get("index") or {}).get(
+                "analysis") or {}
+            idx["analyze"] = build_analyzer(analyzer, analysis)
+        return idx["analyze"]
+
     def _get(self, name: str) -> dict[str, Any]:
         if name not in self.indices:
             raise BadRequest("index_not_found_exception", f"no such index [{name}]", 404)
@@ -106,6 +224,11 @@ class FakeOpenSearch:
             if not isinstance(body, dict) or set(body) - {"settings", "mappings"}:
                 raise BadRequest("parsing_exception", "unknown key in index body")
             self.indices[name] = {"body": body, "docs": {}}
+            try:
+                self._analyzer(name)
+            except BadRequest:
+                del self.indices[name]
+                raise
             return 200, {"acknowledged": True, "shards_acknowledged": True, "index": name}
         if method == "DELETE":
             self._get(name)
@@ -186,13 +309,24 @@ class FakeOpenSearch:
         (fname, spec), = must[0]["match"].items()
         if fname != "content" or set(spec) != {"query"}:
             raise BadRequest("parsing_exception", "match must be {content: {query}}")
-        terms = _tokens(spec["query"])
+        analyze = self._analyzer(name)
+        terms = analyze(spec["query"])
         filters = boolean.get("filter", [])
         props = idx["body"]["mappings"]["properties"]
+        analysed = {doc_id: analyze(src.get("content", "")) for doc_id, src in idx["docs"].items()}
+        n_docs = sum(1 for toks in analysed.values() if toks)
+        avgdl = sum(len(t) for t in analysed.values()) / max(1, n_docs)
+        df = {t: sum(1 for toks in analysed.values() if t in toks) for t in set(terms)}
         hits = []
         for doc_id, src in idx["docs"].items():
-            doc_terms = _tokens(src.get("content", ""))
-            score = float(sum(doc_terms.count(t) for t in terms))
+            toks = analysed[doc_id]
+            dl = lucene_norm_length(len(toks))
+            score = 0.0
+            for t in terms:
+                tf = toks.count(t)
+                if tf:
+                    idf = math.log(1 + (n_docs - df[t] + 0.5) / (df[t] + 0.5))
+                    score += idf * tf / (tf + K1 * (1 - B + B * dl / avgdl))
             if score <= 0 or not all(self._passes(f, src, props) for f in filters):
                 continue
             hits.append((score, doc_id, src))

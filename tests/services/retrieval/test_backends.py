@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 
 from services.retrieval.dense import QdrantDenseIndex
-from services.retrieval.errors import BackendUnavailable, IndexLocked, IndexMismatch
+from services.retrieval.errors import IndexLocked, IndexMismatch, StoreUnavailable
+from services.retrieval.indexes import SparseIndex, open_sparse
 from services.retrieval.schema import Doc, Filters
 from services.retrieval.sparse import (
     OPENSEARCH_BODY,
     OpenSearchSparseIndex,
-    SparseIndex,
     TantivySparseIndex,
-    open_sparse,
 )
 from shopsense.errors import InvalidInput
 from tests.services.retrieval.conftest import FILTER_CASES, FILTER_DOCS, random_vectors, settings
@@ -128,7 +127,12 @@ def test_opensearch_index_creation_and_mapping(fake_os):
     body = create[0].body
     assert body == OPENSEARCH_BODY
     props = body["mappings"]["properties"]
-    assert props["content"] == {"type": "text", "analyzer": "english"}
+    # the analyzer both backends share (analysis.py), defined in the index settings
+    assert props["content"] == {"type": "text", "analyzer": "shopsense_english"}
+    analysis = body["settings"]["index"]["analysis"]
+    assert analysis["analyzer"]["shopsense_english"]["type"] == "custom"
+    assert analysis["filter"]["shopsense_stem"] == {"type": "stemmer", "language": "porter2"}
+    assert "not" not in analysis["filter"]["shopsense_stop"]["stopwords"]
     assert {props[f]["type"] for f in ("category", "label", "product")} == {"keyword"}
     assert props["rating"]["type"] == "float" and body["mappings"]["dynamic"] == "strict"
     assert body["settings"]["index"]["number_of_shards"] == 1
@@ -145,6 +149,12 @@ def test_opensearch_refuses_an_index_with_another_mapping(fake_os):
         "type": "keyword"}}}}, "docs": {}}
     with pytest.raises(IndexMismatch, match="exists with another mapping"):
         OpenSearchSparseIndex.open(settings(opensearch_url=fake_os.url), index="other")
+    # an index made by an earlier version (the built-in english analyzer drops "not")
+    fake_os.indices["older"] = {"body": {"mappings": {"properties": {
+        "content": {"type": "text", "analyzer": "english"},
+        "category": {"type": "keyword"}}}}, "docs": {}}
+    with pytest.raises(IndexMismatch, match="expected 'shopsense_english'"):
+        OpenSearchSparseIndex.open(settings(opensearch_url=fake_os.url), index="older")
 
 
 def test_opensearch_bulk_actions(fake_os):
@@ -199,7 +209,8 @@ def test_opensearch_parses_documented_responses(fake_os):
     index = OpenSearchSparseIndex.open(settings(opensearch_url=fake_os.url), index="r")
     index.upsert(FILTER_DOCS)
     hits = index.search("sound", k=2)
-    assert [h.id for h in hits] == ["a", "b"] and all(h.score > 0 for h in hits)
+    # BM25 (Lucene's, as the stand-in now scores): the two shortest documents with "sound"
+    assert [h.id for h in hits] == ["a", "c"] and all(h.score > 0 for h in hits)
     assert "content" not in hits[0].payload and hits[0].payload["product"] == "P1"
     assert index.count() == len(FILTER_DOCS)
     # per-item failures come back as {id: reason}; the other items are written
@@ -217,13 +228,13 @@ def test_opensearch_parses_documented_responses(fake_os):
 def test_opensearch_http_errors_are_one_line(fake_os):
     index = OpenSearchSparseIndex.open(settings(opensearch_url=fake_os.url), index="r")
     fake_os.fail_next = [(400, "parsing_exception")]
-    with pytest.raises(BackendUnavailable) as err:
+    with pytest.raises(StoreUnavailable) as err:
         index.search("x", k=3)
     msg = str(err.value)
     assert msg.startswith("opensearch http://127.0.0.1:") and "search failed: HTTP 400" in msg
     assert "parsing_exception: injected failure" in msg and "\n" not in msg
     fake_os.fail_next = [(500, "internal_server_error")]
-    with pytest.raises(BackendUnavailable, match="bulk index failed: HTTP 500"):
+    with pytest.raises(StoreUnavailable, match="bulk index failed: HTTP 500"):
         index.upsert([Doc(id="1", text="x")])
 
 
@@ -235,10 +246,10 @@ def _closed_port() -> int:
 
 def test_unreachable_servers_are_one_line_errors(tmp_path):
     url = f"http://127.0.0.1:{_closed_port()}"
-    with pytest.raises(BackendUnavailable) as err:
+    with pytest.raises(StoreUnavailable) as err:
         OpenSearchSparseIndex.open(settings(opensearch_url=url, opensearch_max_retries=0))
     assert "index check failed" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(BackendUnavailable) as err:
+    with pytest.raises(StoreUnavailable) as err:
         QdrantDenseIndex.open(settings(qdrant_url=url, timeout_s=2))
     assert str(err.value).startswith(f"qdrant {url}: collection check failed")
     assert "\n" not in str(err.value)
@@ -274,7 +285,7 @@ def test_qdrant_upsert_replace_delete_and_image_vectors(tmp_path):
     snap = dense.snapshot(["r1", "r4"])
     dense.upsert([Doc(id="r1", text="v3"), Doc(id="r4", text="four")], vecs[:2])
     dense.restore(snap)
-    assert dense.get(["r1", "r4"]) == {"r1": snap.records["r1"].payload}
+    assert dense.get(["r1", "r4"]) == {"r1": snap.payloads["r1"]}
     dense.delete(["r2", "nope"])
     assert dense.count() == 2 and "r2" not in dense.get(["r2"])
     with pytest.raises(InvalidInput):

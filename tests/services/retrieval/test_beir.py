@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from services.retrieval.beir import (
+from services.retrieval.offline.beir import (
     evaluate_beir,
     load_beir,
     mrr_at_k,

@@ -143,6 +143,13 @@ def test_evaluate_tiny_beir_json(tmp_path):
     assert out["sparse"] == {"ndcg@10": 1.0, "recall@100": 1.0, "mrr@10": 1.0}
     assert out["hybrid"]["recall@100"] == 1.0
     assert not (tmp_path / "home" / "retrieval").exists()  # a throw-away index, not the user's
+    best = out["compare"]["best_without_rerank"]
+    assert best in ("dense", "sparse", "hybrid-rrf", "hybrid-weighted")
+    assert all(0 <= t["p"] <= 1 for t in out["compare"]["vs_best_without_rerank"].values())
+    p = run("retrieval", "evaluate", "--beir", str(root), home=tmp_path / "home")  # the table
+    assert p.returncode == 0, p.stderr
+    assert "p vs best" in p.stdout and "best without reranker:" in p.stdout
+    assert "no trained reranker" in p.stdout
 
 
 def test_register_on_a_fresh_app(in_process):

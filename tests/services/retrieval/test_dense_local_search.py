@@ -104,7 +104,7 @@ def test_new_local_collections_use_dot_on_unit_vectors_and_survive_reopen(tmp_pa
     rng = np.random.default_rng(9)
     vecs = rng.standard_normal((20, VECTORS["text"])) * 5
     dense.upsert(_docs(20), vecs)
-    stored = dense.snapshot(["r3"]).records["r3"].vector["text"]
+    stored = dense.snapshot(["r3"]).state["r3"].vector["text"]
     assert np.linalg.norm(stored) == pytest.approx(1.0, abs=1e-5)
     before = [(h.id, h.score) for h in dense.search(vecs[3], k=5)]
     dense.close()

@@ -8,15 +8,17 @@ import json
 import numpy as np
 import pytest
 
+from services.retrieval.offline.train_rerank import (
+    TrainConfig,
+    build_training_groups,
+    train_reranker,
+)
 from services.retrieval.rerank import (
     META_FILE,
     Reranker,
     RerankerNotTrained,
-    TrainConfig,
-    build_training_groups,
     combine,
     reranker_available,
-    train_reranker,
 )
 from shopsense.errors import ModelNotFound
 from shopsense.schemas import Product, Review, Source
@@ -133,7 +135,7 @@ def test_search_with_rerank(tmp_path, embedder, tiny_reranker):
 
 
 def test_evaluate_beir_adds_hybrid_rerank(tmp_path, embedder, tiny_reranker):
-    from services.retrieval.beir import evaluate_beir
+    from services.retrieval.offline.beir import evaluate_beir
 
     out, _ = tiny_reranker
     root = tmp_path / "beir"
@@ -145,8 +147,15 @@ def test_evaluate_beir_adds_hybrid_rerank(tmp_path, embedder, tiny_reranker):
     (root / "qrels" / "test.tsv").write_text(f"q\t{rs[0].id}\t1\nq\t{rs[1].id}\t1\n")
     s = settings(reranker_dir=out, rerank_depth=3, rerank_max_length=64)
     res = evaluate_beir(root, s, text_embedder=embedder)
+    # every first-stage mode with and without the reranker (issue 15)
     assert res["modes"] == ["dense", "sparse", "hybrid", "hybrid-rrf", "hybrid-weighted",
-                            "hybrid+rerank"]
+                            "hybrid+rerank", "dense+rerank", "sparse+rerank",
+                            "hybrid-rrf+rerank", "hybrid-weighted+rerank"]
+    assert res["hybrid+rerank"] == res[f"hybrid-{s.fusion}+rerank"]
+    cmp = res["compare"]
+    assert cmp["best_without_rerank"] in ("dense", "sparse", "hybrid-rrf", "hybrid-weighted")
+    assert set(cmp["rerank_gain"]) == {"dense", "sparse", "hybrid-rrf", "hybrid-weighted"}
+    assert all(0.0 <= t["p"] <= 1.0 for t in cmp["rerank_gain"].values())
     assert res["hybrid"] == res["hybrid-rrf"]
     assert set(res["hybrid+rerank"]) == {"ndcg@10", "recall@100", "mrr@10"}
     assert res["hybrid+rerank"]["recall@100"] == res["hybrid"]["recall@100"]

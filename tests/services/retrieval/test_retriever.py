@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from services.retrieval.dense import QdrantDenseIndex
-from services.retrieval.errors import BackendUnavailable, IndexingFailed
+from services.retrieval.errors import IndexingFailed, StoreUnavailable
 from services.retrieval.retriever import Embeddings, HybridRetriever
 from services.retrieval.schema import Doc, Filters
-from services.retrieval.sparse import open_sparse
+from services.retrieval.indexes import open_sparse
 from shopsense.errors import InvalidInput
 from tests.services.retrieval.conftest import random_vectors, settings
 
@@ -22,7 +22,7 @@ class Flaky:
 
     def __init__(self, inner, *, upserts=0, deletes=0, exc=None):
         self.inner, self.upserts, self.deletes = inner, upserts, deletes
-        self.exc = exc or BackendUnavailable("sparse down")
+        self.exc = exc or StoreUnavailable("sparse down")
         self.where, self.transactional = inner.where, inner.transactional
 
     def upsert(self, docs):
@@ -99,7 +99,7 @@ def test_earlier_batches_stay_written_and_are_reported(tmp_path):
     def third_fails(batch):
         calls["n"] += 1
         if calls["n"] == 2:
-            raise BackendUnavailable("sparse down")
+            raise StoreUnavailable("sparse down")
         return orig(batch)
 
     flaky.upsert = third_fails
@@ -148,7 +148,7 @@ def test_dense_failure_leaves_sparse_untouched(tmp_path):
     r.index(V1, vecs(2))
 
     def broken(*a, **k):
-        raise BackendUnavailable("qdrant down")
+        raise StoreUnavailable("qdrant down")
 
     r.dense.upsert = broken
     with pytest.raises(IndexingFailed, match="the dense index failed .qdrant down.") as err:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from services.retrieval.beir import load_beir
-from services.retrieval.review_sets import build_review_set, export_review_set, load_review_set
+from services.retrieval.offline.beir import load_beir
+from services.retrieval.offline.review_sets import build_review_set, export_review_set, load_review_set
 from shopsense.errors import InvalidInput
 from shopsense.schemas import Product, Review, Source
 

@@ -11,7 +11,8 @@ Derivation (:func:`build_review_set`)
     2. Group reviews by (ASIN, label). Every group with at least two reviews yields one query:
        the group's review with the smallest review id (the id is a stable hash, so the choice is
        deterministic and unrelated to file order, star rating or length).
-    3. Query text = that review's title and text (what a user's new review looks like).
+    3. Query text = that review's title and text (``shopsense.text.review_content``, what the
+       indexes store of a review; what a user's new review looks like).
        Query reviews are removed from the corpus, so a query never retrieves itself.
     4. Relevant (gain 1) = the other reviews of the same ASIN with the same label. Reviews of
        the same ASIN with the other label are written as judged non-relevant (gain 0) unless
@@ -46,20 +47,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.retrieval.offline.files import replace_dir
 from shopsense.errors import DataError, InvalidInput
 from shopsense.schemas import Review
+from shopsense.text import review_content
 
 __all__ = ["BLITZER_CATEGORIES", "ReviewSet", "build_review_set", "export_review_set",
            "load_review_set"]
 
 BLITZER_CATEGORIES: tuple[str, ...] = ("books", "dvd", "electronics")
-
-
-def _content(review: Review) -> str:
-    title = (review.title or "").strip()
-    if not title:
-        return review.text
-    return f"{title} {review.text}" if title[-1] in ".!?" else f"{title}. {review.text}"
 
 
 @dataclass
@@ -115,7 +111,7 @@ def build_review_set(reviews: Iterable[Review], *, other_label_gain: int = 0,
                 continue
             gains[other.id] = 1 if other.label == q.label else other_label_gain
         if any(g > 0 for g in gains.values()):
-            out.queries[qid] = _content(q)
+            out.queries[qid] = review_content(q.title, q.text)
             out.qrels[qid] = gains
     return out
 
@@ -173,11 +169,9 @@ def export_review_set(out_dir: str | Path, categories: Sequence[str] = ("electro
         lines += [f"{q}\t{d}\t{g}" for q in rs.queries for d, g in sorted(rs.qrels[q].items())]
         (tmp / "qrels" / "test.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(
-            "Review-retrieval collection derived by services/retrieval/review_sets.py from "
+            "Review-retrieval collection derived by services/retrieval/offline/review_sets.py from "
             f"{', '.join(rs.source)} (query = a review, relevant = other reviews of the same "
             "ASIN with the same label). See that module's docstring.\n", encoding="utf-8")
-        from services.retrieval.rerank import replace_dir
-
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
