@@ -68,12 +68,12 @@ def test_check_search_normalises():
 def test_each_error_name_has_one_status():
     """Retrieval's store error and the inference service's model-server error are different
     conditions: different names, and the API answers 502 and 503 for them."""
-    from services.inference.api import _STATUS
     from services.inference.backends.vllm import BackendUnavailable
+    from services.inference.errors import classify
     from services.retrieval import StoreUnavailable
 
     def status(exc: Exception) -> int:
-        return next(code for cls, code in _STATUS if isinstance(exc, cls))
+        return classify(exc)[0]
 
     assert StoreUnavailable.__name__ != BackendUnavailable.__name__
     assert status(StoreUnavailable("qdrant down")) == 502
