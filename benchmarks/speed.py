@@ -95,7 +95,7 @@ def resolve_model(uri: str | None):
         raise BenchError(
             f"no model to benchmark: {exc}. Create one with `make demo` or `shopsense train`, "
             f"or pass --model BUNDLE_DIR"
-        ) from None
+        ) from exc
 
 
 def sample_photo():

@@ -88,8 +88,8 @@ def _arguments(pairs: list[str], base: dict) -> dict:
                 out[key] = raw.lower() in ("true", "1")
             else:
                 out[key] = raw
-        except ValueError:
-            raise typer.BadParameter(f"{key} wants {kind.lower()}, got {raw!r}") from None
+        except ValueError as exc:
+            raise typer.BadParameter(f"{key} wants {kind.lower()}, got {raw!r}") from exc
     for key, allowed in {**_CHOICES, "recipe": tuple(RECIPES)}.items():
         if key in out and out[key] not in allowed:
             raise typer.BadParameter(f"{key} must be one of {', '.join(allowed)}, "
@@ -120,7 +120,7 @@ def run_local(arguments: dict, *, pipeline_root: Path) -> dict:
     try:
         task = review_sentiment(**arguments)
     except RuntimeError as exc:  # kfp.local: "Pipeline … finished with status FAILURE. …"
-        raise PipelineFailed(re.sub(r"\x1b\[[0-9;]*m", "", str(exc))) from None
+        raise PipelineFailed(re.sub(r"\x1b\[[0-9;]*m", "", str(exc))) from exc
     return {k: task.outputs[k] for k in ("model", "version", "champion", "reason")}
 
 
@@ -153,7 +153,7 @@ def run_cmd(
                         pipeline_root=root or s.resolved_home() / "pipeline-runs")
     except PipelineFailed as exc:
         typer.echo(f"error: {exc} (its log is above)", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(1) from exc
     if as_json:
         typer.echo(json.dumps(out))
     else:

@@ -377,7 +377,8 @@ def heldout_rows(heldout_data: str | Path) -> list[dict]:
 
 def _score(model_kind: str, bundle: Path, rows: list[dict]) -> dict[str, Any]:
     """The evaluation report of a compact or LLaVA bundle on held-out rows."""
-    from shopsense.model.train import evaluate_held_out, evaluation_report
+    from shopsense.evaluate import evaluation_report
+    from shopsense.model.train import evaluate_held_out
 
     if model_kind == "llava":
         from pipelines.train.llava import bundle_predictor

@@ -5,6 +5,8 @@ registry client and the ``shopsense`` command. Deployables (``services``, ``oper
 ``pipelines``) import from here, never the other way round.
 """
 
+__all__ = ["LABELS", "MODEL_NAME", "__version__"]
+
 __version__ = "0.1.0"
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")

@@ -5,6 +5,11 @@ one JSON object: ``n``, ``accuracy``, ``macro_f1``, ``per_class``, ``confusion``
 (plus ``labels``, ``per_category`` and ``seconds``). Each line has ``text`` and ``label``
 and optionally ``image`` (a path relative to the file, or a URI) and ``category``. When the
 file holds only two labels, the prediction is the more likely of those two.
+
+The held-out report of a training run (:func:`evaluation_report`: the contract's figures
+overall, per set and per category, with the expected calibration error of
+:func:`calibration`) is made here too, from the probabilities a model gave; scoring a model
+(``shopsense.model.train.evaluate_held_out``) stays with the model.
 """
 
 from __future__ import annotations
@@ -105,3 +110,61 @@ def evaluate_records(
             out["per_category"][cat] = {k: m[k] for k in ("n", "accuracy", "macro_f1")}
     out["seconds"] = round(time.perf_counter() - start, 3)
     return out
+
+
+def calibration(proba: np.ndarray, y_true: list[str], labels: list[str], *,
+                bins: int = 15) -> dict:
+    """Expected calibration error of the predicted label's probability.
+
+    The probabilities are renormalised over ``labels`` (the labels a set holds, as the
+    prediction is), the confidence is the largest of them, and ECE is the sample-weighted mean
+    over ``bins`` equal-width confidence bins of |accuracy - mean confidence|."""
+    if len(y_true) == 0:
+        return {"ece": float("nan"), "bins": []}
+    idx = [LABELS.index(lbl) for lbl in labels]
+    sub = proba[:, idx]
+    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-12, None)
+    conf = sub.max(axis=1)
+    pred = [labels[j] for j in sub.argmax(axis=1)]
+    correct = np.array([p == t for p, t in zip(pred, y_true)], dtype=float)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    ece, table = 0.0, []
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        acc, mean_conf = float(correct[sel].mean()), float(conf[sel].mean())
+        ece += sel.sum() / len(conf) * abs(acc - mean_conf)
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "n": int(sel.sum()),
+                      "accuracy": acc, "confidence": mean_conf})
+    return {"ece": float(ece), "bins": table}
+
+
+def evaluation_report(rows: list[dict], proba: np.ndarray) -> dict:
+    """Accuracy, macro-F1, per-label (``per_class``), per-category and per-set figures and the
+    expected calibration error of held-out ``rows`` ({text, label, set, category}) scored
+    with ``proba`` (one row of label probabilities per record, in ``LABELS`` order)."""
+    by_set: dict[str, list[int]] = {}
+    for i, r in enumerate(rows):
+        by_set.setdefault(r.get("set") or "all", []).append(i)
+    per_set = {}
+    for name, idx in by_set.items():
+        sub = proba[idx]
+        per_set[name] = evaluate_records([rows[i] for i in idx], lambda t, im, sub=sub: sub,
+                                         model={})
+        per_set[name]["ece"] = calibration(sub, [rows[i]["label"] for i in idx],
+                                           per_set[name]["labels"])["ece"]
+    overall = evaluate_records(rows, lambda t, im: proba, model={})
+    y_true = [r["label"] for r in rows]
+    cal = calibration(proba, y_true, overall["labels"])
+    overall["ece"] = cal["ece"]
+    overall["calibration_bins"] = cal["bins"]
+    for cat, figures in overall.get("per_category", {}).items():
+        idx = [i for i, r in enumerate(rows) if r.get("category") == cat]
+        figures["ece"] = calibration(proba[idx], [y_true[i] for i in idx],
+                                     overall["labels"])["ece"]
+    overall["per_set"] = {
+        k: {m: v[m] for m in ("n", "accuracy", "macro_f1", "ece")} for k, v in per_set.items()
+    }
+    return overall

@@ -36,7 +36,7 @@ import shutil
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import unquote, urlparse
 
 from shopsense.errors import DataError
@@ -215,8 +215,8 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         try:
             return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -270,8 +270,8 @@ class LocalStore(ObjectStore):
         source = self._path(key)
         try:
             src = open(source, "rb")
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from exc
         with src:
             _atomic_write(Path(path).absolute(), lambda f: shutil.copyfileobj(src, f, 1 << 20))
 
@@ -339,6 +339,7 @@ class S3Store(ObjectStore):
         return join_key(self.prefix, check_key(key))
 
     def _translate(self, exc: Exception, key: str) -> Exception:
+        """What the client's ``exc`` means for ``key``; ``exc`` itself when nothing more."""
         from minio.error import S3Error
 
         if isinstance(exc, S3Error):
@@ -347,6 +348,14 @@ class S3Store(ObjectStore):
             if exc.code == "NoSuchBucket":
                 return DataError(f"bucket {self.bucket!r} does not exist ({self.uri})")
         return exc
+
+    def _raise(self, exc: Exception, key: str) -> NoReturn:
+        """Raise ``_translate(exc, key)`` chained to ``exc`` (``exc`` itself, unchanged, when it
+        means nothing more)."""
+        err = self._translate(exc, key)
+        if err is exc:
+            raise exc
+        raise err from exc
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         name = self._name(key)
@@ -363,7 +372,7 @@ class S3Store(ObjectStore):
         try:
             resp = self.client.get_object(self.bucket, name)
         except Exception as exc:
-            raise self._translate(exc, key) from None
+            self._raise(exc, key)
         try:
             return resp.read()
         finally:
@@ -375,10 +384,9 @@ class S3Store(ObjectStore):
         try:
             self.client.stat_object(self.bucket, name)
         except Exception as exc:
-            err = self._translate(exc, key)
-            if isinstance(err, ObjectNotFound):
+            if isinstance(self._translate(exc, key), ObjectNotFound):
                 return False
-            raise err from None
+            self._raise(exc, key)
         return True
 
     def list(self, prefix: str = "") -> list[str]:
@@ -391,7 +399,7 @@ class S3Store(ObjectStore):
             )
             names = [o.object_name for o in objects]
         except Exception as exc:
-            raise self._translate(exc, prefix) from None
+            self._raise(exc, prefix)
         return sorted(n[cut:] for n in names if n and not n.endswith("/"))
 
     def delete(self, key: str) -> None:
@@ -399,9 +407,8 @@ class S3Store(ObjectStore):
         try:
             self.client.remove_object(self.bucket, name)
         except Exception as exc:
-            err = self._translate(exc, key)
-            if not isinstance(err, ObjectNotFound):
-                raise err from None
+            if not isinstance(self._translate(exc, key), ObjectNotFound):
+                self._raise(exc, key)
 
     def delete_prefix(self, prefix: str) -> int:
         from minio.deleteobjects import DeleteObject
@@ -436,7 +443,7 @@ class S3Store(ObjectStore):
             self.client.fget_object(self.bucket, name, os.fspath(tmp))
             os.replace(tmp, target)
         except Exception as exc:
-            raise self._translate(exc, key) from None
+            self._raise(exc, key)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -447,7 +454,7 @@ class S3Store(ObjectStore):
         try:
             self.client.copy_object(self.bucket, dst_name, CopySource(self.bucket, src_name))
         except Exception as exc:
-            raise self._translate(exc, src) from None
+            self._raise(exc, src)
         self.delete(src)
 
     def uri_for(self, key: str) -> str:
@@ -485,8 +492,8 @@ def read_uri(uri: str, settings: Settings | None = None) -> bytes:
         path = _local_path(uri)
         try:
             return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise ObjectNotFound(f"no object at {uri}") from None
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(f"no object at {uri}") from exc
     if scheme == "s3":
         parsed = urlparse(uri)
         key = unquote(parsed.path).lstrip("/")

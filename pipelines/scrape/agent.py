@@ -32,59 +32,49 @@ site, a bandit that chooses sources from what past runs yielded, polite and resu
 6. Every ``checkpoint_every`` pages the run is checkpointed. At the end the dataset (the
    previous reviews plus the new ones) is published atomically, then the source states, then
    the checkpoint is removed. A crash leaves the previous dataset as it was.
+
+The parts, one module each: :mod:`~pipelines.scrape.config` (what a run is given and returns),
+:mod:`~pipelines.scrape.fetching` (robots.txt, per-host pace, pages and photos),
+:mod:`~pipelines.scrape.scheduling` (the bandit), :mod:`~pipelines.scrape.reading` (reviews
+off a page), :mod:`~pipelines.scrape.checkpoints` (state across runs and crashes,
+publication); :class:`_Crawler` holds one run's state and ties them together.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import random
 import re
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
-from urllib.parse import urldefrag, urljoin, urlparse
+from typing import Any
+from urllib.parse import urljoin, urlparse
 
 import numpy as np
-from protego import Protego
-from pydantic import BaseModel, Field
 
-from pipelines.scrape.extract import (
-    LEARN_JS,
-    PAGE_JS,
-    RATING_HINT_JS,
-    SELECTOR_JS,
-    STRUCTURED_JS,
-    ExtractedReview,
-    SelectorSet,
-    reviews_from_selectors,
-    reviews_from_structured,
-    validate_selectors,
+from pipelines.scrape import checkpoints
+from pipelines.scrape.config import (
+    CHROMIUM_ARGS,
+    ScrapeConfig,
+    ScrapeInterrupted,
+    ScrapeResult,
+    SourceRun,
 )
+from pipelines.scrape.extract import PAGE_JS
+from pipelines.scrape.fetching import Fetcher, Host, Robots, normal_url, source_of
+from pipelines.scrape.fetching import parse_crawl_delay as _parse_crawl_delay  # noqa: F401 (re-export)
 from pipelines.scrape.llm import LLMAdvisor
-from pipelines.scrape.state import SourceState, load_state, save_state, thompson_choice
-from shopsense.text import NearDuplicateIndex, normalise_text
-from shopsense.data.dataset import (
-    DatasetNotFound,
-    image_key,
-    read_dataset,
-    write_dataset,
-)
-from shopsense.errors import (
-    ImageFetchFailed,
-    ImageFetchRefused,
-    InvalidImage,
-    PayloadTooLarge,
-    ShopsenseError,
-)
-from shopsense.schemas import DatasetManifest, ImageRef, Product, Review, Source, rating_to_label
-from shopsense.images.fetch import parse_retry_after
-from shopsense.store import ObjectNotFound, ObjectStore, join_key, open_store
+from pipelines.scrape.reading import PageReader, review_of
+from pipelines.scrape.scheduling import choose, reward, url_pattern
+from pipelines.scrape.state import SourceState
+from shopsense.data.dataset import image_key
+from shopsense.errors import InvalidImage, PayloadTooLarge
+from shopsense.schemas import DatasetManifest, ImageRef, Review
+from shopsense.store import ObjectStore, open_store
+from shopsense.text import NearDuplicateIndex
 
 log = logging.getLogger(__name__)
 
@@ -93,190 +83,17 @@ __all__ = [
     "ScrapeConfig",
     "ScrapeInterrupted",
     "ScrapeResult",
+    "SourceRun",
     "run_scrape",
 ]
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update"]
 _BLOCK = re.compile(r"\.(png|jpe?g|gif|webp|svg|ico|css|woff2?|ttf|mp4|webm)(\?|$)", re.IGNORECASE)
-_CLASS_ATTR = re.compile(r"""class\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
 _SKIP_LINK = re.compile(r"\.(png|jpe?g|gif|webp|svg|ico|css|js|pdf|zip|mp4)(\?|$)", re.IGNORECASE)
 
 
-class ScrapeInterrupted(ShopsenseError):
-    """The run stopped before publishing (the checkpoint lets the next run resume)."""
-
-
-class ScrapeConfig(BaseModel):
-    """One scraping run."""
-
-    seeds: list[str] = Field(description="start URLs; each distinct host:port is a source")
-    store_uri: str | None = Field(None, description="object store root; default from settings")
-    dataset: str = Field("scraped/reviews", description="dataset prefix in the store")
-    state_prefix: str = Field("scrape/state", description="where per-source state lives")
-    checkpoint_prefix: str = Field("scrape/checkpoints", description="where a run checkpoints")
-    max_pages: int = Field(200, ge=1, description="page budget of this run (distinct URLs)")
-    concurrency: int = Field(4, ge=1, description="browser tabs working at once")
-    per_host_concurrency: int = Field(2, ge=1)
-    min_interval_s: float = Field(0.05, ge=0, description="per-host gap between requests; "
-                                  "raised by Crawl-delay and on 429")
-    max_interval_s: float = Field(2.0, description="ceiling of the adaptive interval")
-    max_retries: int = Field(3, ge=0, description="retries of a page on 429/5xx/timeouts")
-    backoff_s: float = Field(0.2, description="first retry delay; doubles, with jitter")
-    max_retry_after_s: float = Field(
-        120.0, description="longest Retry-After honoured; a server asking for more ends that "
-        "host's run (never retried sooner than asked)")
-    max_crawl_delay_s: float = Field(
-        30.0, description="longest robots.txt Crawl-delay honoured; a source asking for more "
-        "is not crawled")
-    allow_hosts: list[str] = Field(
-        default_factory=list, description="private hosts, host:port origins or CIDRs photos "
-        "may come from, beside the seeds' own host:port origins (always allowed)")
-    timeout_s: float = Field(15.0, description="page load timeout")
-    render_timeout_s: float = Field(5.0, description="wait for script-rendered reviews")
-    user_agent: str = "shopsense-bot/0.1"
-    download_images: bool = True
-    max_image_bytes: int = Field(2 * 1024 * 1024, description="larger photos are skipped")
-    min_text_chars: int = 20
-    near_duplicate_threshold: float = 0.7
-    learn: bool = Field(True, description="use and update per-source state across runs")
-    bandit: Literal["thompson", "uniform"] = "thompson"
-    decay: float = Field(0.8, ge=0, le=1, description="weight of past runs' bandit evidence")
-    checkpoint_every: int = Field(10, ge=1)
-    max_llm_proposals: int = Field(3, description="LLM selector proposals tried per site "
-                                   "(only on pages that show ratings)")
-    seed: int | None = None
-    chromium: str = "/usr/bin/chromium"
-    chromium_args: list[str] = Field(default_factory=lambda: list(CHROMIUM_ARGS))
-    progress: bool = False
-    record_extractions: bool = Field(False, description="return every extracted record "
-                                     "(before dedupe) in the result, for measurement")
-
-
-class SourceRun(BaseModel):
-    pages: int = 0
-    requests: int = 0
-    extracted: int = 0
-    new_reviews: int = 0
-    duplicates: int = 0
-    invalid: int = 0
-    failures: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-    robots_blocked: int = 0
-    images: int = 0
-    images_skipped: int = 0
-    methods: dict[str, int] = Field(default_factory=dict)
-
-
-class ScrapeResult(BaseModel):
-    dataset_uri: str
-    manifest: DatasetManifest
-    run_id: str
-    resumed: bool
-    pages: int
-    requests: int
-    new_reviews: int
-    duplicates: int
-    failures: int
-    seconds: float
-    pages_per_second: float
-    new_reviews_per_page: float
-    per_source: dict[str, SourceRun]
-    llm_calls: int = 0
-    extractions: list[dict[str, Any]] = Field(default_factory=list, repr=False)
-
-
-# ----------------------------------------------------------------------------------- helpers
-
-_ROBOTS_MAX_CHARS = 512 * 1024  # RFC 9309: parse at least the first 500 KiB
-
-
-def _fetch_settings(config: ScrapeConfig):
-    """The safe fetcher's settings for photos: the scrape's size cap and timeout, redirects
-    checked hop by hop, and private addresses only for the seeds' own origins and
-    ``allow_hosts``."""
-    from shopsense.settings import ImageSettings
-
-    origins = sorted({_source_of(s) for s in config.seeds})
-    return ImageSettings(max_bytes=config.max_image_bytes, fetch_timeout_s=config.timeout_s,
-                         max_redirects=3, allow_hosts=[*origins, *config.allow_hosts])
-
-
-
-def _source_of(url: str) -> str:
-    return urlparse(url).netloc
-
-
-def _normal_url(url: str) -> str:
-    url, _ = urldefrag(url)
-    p = urlparse(url)
-    return p._replace(path=p.path or "/").geturl()
-
-
-def _pattern(url: str) -> str:
-    p = urlparse(url)
-    first = p.path.strip("/").split("/")[0] if p.path.strip("/") else ""
-    return first + ("?page" if "page=" in p.query else "")
-
-
-def _parse_crawl_delay(text: str, agent: str) -> float | None:
-    """``Crawl-delay`` for ``agent`` (or ``*``), as a float, read by protego."""
-    delay = Protego.parse(text).crawl_delay(agent)
-    return None if delay is None else float(delay)
-
-
-@dataclass
-class _Host:
-    sem: asyncio.Semaphore
-    interval: float
-    floor: float  # the Crawl-delay (or min_interval_s): the interval never goes below it
-    next_at: float = 0.0
-    gave_up: bool = False  # asked to wait longer than max_retry_after_s: done for this run
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def wait_turn(self) -> None:
-        async with self.lock:
-            now = time.monotonic()
-            wait = self.next_at - now
-            self.next_at = max(now, self.next_at) + self.interval
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    def back_off(self, seconds: float) -> None:
-        """Nobody sends to this host for ``seconds`` (a Retry-After)."""
-        self.next_at = max(self.next_at, time.monotonic() + seconds)
-
-    def slow_down(self, ceiling: float) -> None:
-        self.interval = min(max(ceiling, self.floor), max(self.interval * 2, 0.05))
-
-
-class _Robots:
-    """One host's robots.txt, read by protego (RFC 9309, with ``*`` and ``$`` wildcards)."""
-
-    def __init__(self, text: str | None, allow_all: bool = False, deny_all: bool = False):
-        self.parser = Protego.parse(text or "")
-        self.allow_all, self.deny_all = allow_all, deny_all
-        self.text = text or ""
-
-    def allowed(self, agent: str, url: str) -> bool:
-        if self.deny_all:
-            return False
-        if self.allow_all:
-            return True
-        return self.parser.can_fetch(url, agent)
-
-    def crawl_delay(self, agent: str) -> float | None:
-        if self.deny_all or self.allow_all:
-            return None
-        delay = self.parser.crawl_delay(agent)
-        return None if delay is None else float(delay)
-
-
-# ------------------------------------------------------------------------------------ crawler
-
-
 class _Crawler:
+    """One run: its sources and counters, what it collected, and its workers."""
+
     def __init__(self, config: ScrapeConfig, *, chat: Any = None,
                  on_page: Callable[[int, str], None] | None = None,
                  store: ObjectStore | None = None) -> None:
@@ -289,11 +106,11 @@ class _Crawler:
             store = open_store(config.store_uri or get_settings().default_store_uri())
         self.store = store
         self.rng = np.random.default_rng(config.seed)
-        self.jitter = random.Random(config.seed)
         self.sources: dict[str, SourceState] = {}
         self.runs: dict[str, SourceRun] = {}
-        self.hosts: dict[str, _Host] = {}
-        self.robots: dict[str, _Robots] = {}
+        self.fetcher = Fetcher(config, jitter=random.Random(config.seed),
+                               learned_interval=self._learned_interval)
+        self.reader = PageReader(config, self.advisor)
         self.new: list[Review] = []
         self.images: dict[str, bytes] = {}
         self.ids: set[str] = set()
@@ -304,27 +121,32 @@ class _Crawler:
         self.queued: dict[str, set[str]] = {}
         self.resumed = False
         self.run_id = uuid.uuid4().hex[:12]
-        self.ckpt_prefix = join_key(config.checkpoint_prefix,
-                                    re.sub(r"[^A-Za-z0-9._-]+", "_", config.dataset))
+        self.ckpt_prefix = checkpoints.checkpoint_prefix(config)
         self.previous: list[Review] = []
         self.extractions: list[dict[str, Any]] = []
-        self.learning: dict[str, asyncio.Lock] = {}
-        self._fetch_settings = _fetch_settings(config)
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        return self.fetcher.hosts
+
+    @property
+    def robots(self) -> dict[str, Robots]:
+        return self.fetcher.robots
+
+    def _learned_interval(self, src: str) -> float | None:
+        st = self.sources.get(src)
+        return st.interval_s if (st is not None and self.cfg.learn) else None
 
     # ----------------------------------------------------------------- state and checkpoints
 
     def _load(self) -> None:
         cfg = self.cfg
-        try:
-            _, reviews = read_dataset(self.store, cfg.dataset)
-            self.previous = list(reviews)
-        except DatasetNotFound:
-            self.previous = []
+        self.previous = checkpoints.read_previous(self.store, cfg.dataset)
         for r in self.previous:
             self.ids.add(r.id)
             self.dedupe.force_add(r.id, r.text)
-        ckpt = self._read_checkpoint()
-        seeds = [_normal_url(s) for s in cfg.seeds]
+        ckpt = checkpoints.read_checkpoint(self.store, self.ckpt_prefix)
+        seeds = [normal_url(s) for s in cfg.seeds]
         if ckpt is not None:
             self.resumed = True
             self.run_id = ckpt["run_id"]
@@ -337,334 +159,58 @@ class _Crawler:
                     self.new.append(r)
                     self.ids.add(r.id)
                     self.dedupe.force_add(r.id, r.text)
-            for sha in ckpt.get("images", []):
-                try:
-                    self.images[sha] = self.store.get_bytes(join_key(self.ckpt_prefix,
-                                                                     "images", sha))
-                except ObjectNotFound:
-                    pass
+            self.images.update(checkpoints.checkpoint_images(self.store, self.ckpt_prefix,
+                                                             ckpt.get("images", [])))
             log.info("resuming run %s after %d pages (%d reviews collected)", self.run_id,
                      self.pages_done, len(self.new))
         else:
             for seed in seeds:
-                src = _source_of(seed)
+                src = source_of(seed)
                 if src in self.sources:
                     continue
-                st = (load_state(self.store, cfg.state_prefix, src) if cfg.learn
-                      else SourceState(source=src))
-                st.bandit_pages *= cfg.decay
-                st.bandit_reviews *= cfg.decay
-                st.patterns = {k: [v[0] * cfg.decay, v[1] * cfg.decay]
-                               for k, v in st.patterns.items()}
-                st.runs += 1
-                self.sources[src] = st
+                self.sources[src] = checkpoints.carried_state(self.store, cfg, src)
                 self.runs[src] = SourceRun()
         for seed in seeds:
-            st = self.sources[_source_of(seed)]
+            st = self.sources[source_of(seed)]
             if seed not in st.visited and not any(u == seed for u, _ in st.frontier):
                 st.frontier.append([seed, 0])
         for st in self.sources.values():
             self.queued[st.source] = {u for u, _ in st.frontier}
 
-    def _read_checkpoint(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.store.get_bytes(join_key(self.ckpt_prefix, "checkpoint.json")))
-        except ObjectNotFound:
-            return None
-
     def _checkpoint(self) -> None:
-        for sha, data in self.images.items():
-            key = join_key(self.ckpt_prefix, "images", sha)
-            if not self.store.exists(key):
-                self.store.put_bytes(key, data)
-        body = {
-            "run_id": self.run_id,
-            "pages": self.pages_done,
-            "states": {k: v.model_dump(mode="json") for k, v in self.sources.items()},
-            "runs": {k: v.model_dump(mode="json") for k, v in self.runs.items()},
-            "reviews": [r.model_dump(mode="json") for r in self.new],
-            "images": sorted(self.images),
-        }
-        self.store.put_bytes(join_key(self.ckpt_prefix, "checkpoint.json"),
-                             json.dumps(body).encode(), content_type="application/json")
+        checkpoints.write_checkpoint(self.store, self.ckpt_prefix, run_id=self.run_id,
+                                     pages=self.pages_done, sources=self.sources,
+                                     runs=self.runs, new=self.new, images=self.images)
 
-    # ------------------------------------------------------------------------------- robots
+    def _publish(self) -> DatasetManifest:
+        return checkpoints.publish(self.store, self.cfg, self.ckpt_prefix, run_id=self.run_id,
+                                   resumed=self.resumed, sources=self.sources, runs=self.runs,
+                                   previous=self.previous, new=self.new, images=self.images)
+
+    # ------------------------------------------------------------------- robots, scheduling
 
     async def _fetch_robots(self, client: Any) -> None:
-        for src in self.sources:
-            url = f"http://{src}/robots.txt"
-            try:
-                r = await client.get(url, timeout=self.cfg.timeout_s, follow_redirects=True)
-            except Exception as exc:  # unreachable: be conservative
-                log.warning("robots.txt of %s unreachable (%s): not crawling it", src, exc)
-                self._set_robots(src, _Robots(None, deny_all=True))
-                continue
-            if r.status_code >= 500:
-                self._set_robots(src, _Robots(None, deny_all=True))
-            elif r.status_code >= 400:
-                self._set_robots(src, _Robots(None, allow_all=True))
-            else:
-                self._set_robots(src, _Robots(r.text[:_ROBOTS_MAX_CHARS]))
-
-    def _set_robots(self, src: str, robots: _Robots) -> None:
-        """Record a host's robots.txt and set up its politeness (interval from Crawl-delay)."""
-        cfg = self.cfg
-        delay = robots.crawl_delay(cfg.user_agent)
-        if delay is not None and delay > cfg.max_crawl_delay_s:
-            log.warning("%s asks for a Crawl-delay of %gs, over max_crawl_delay_s=%gs: not "
-                        "crawling it", src, delay, cfg.max_crawl_delay_s)
-            robots = _Robots(None, deny_all=True)
-            delay = None
-        self.robots[src] = robots
-        floor = max(cfg.min_interval_s, delay or 0.0)
-        st = self.sources.get(src)
-        learned = st.interval_s if (st is not None and cfg.learn) else None
-        interval = max(floor, learned or 0.0)
-        self.hosts[src] = _Host(asyncio.Semaphore(cfg.per_host_concurrency), interval, floor)
-
-    async def _photo_robots(self, src: str) -> _Robots:
-        """The robots.txt of a photo host that is not a source, fetched once through the safe
-        fetcher (a page could name any host; its robots.txt is fetched under the same SSRF
-        guard as the photo)."""
-        if src in self.robots:
-            return self.robots[src]
-        async with self.learning.setdefault(f"robots:{src}", asyncio.Lock()):
-            if src in self.robots:
-                return self.robots[src]
-            from shopsense.images.fetch import safe_get
-
-            settings = self._fetch_settings.model_copy(update={"max_bytes": _ROBOTS_MAX_CHARS})
-            try:
-                text = await asyncio.to_thread(
-                    safe_get, f"http://{src}/robots.txt", settings, accept="text/plain",
-                    user_agent=self.cfg.user_agent)
-                robots = _Robots(text.decode("utf-8", errors="replace"))
-            except ImageFetchFailed as exc:
-                status = exc.status or 0
-                robots = _Robots(None, allow_all=400 <= status < 500, deny_all=not
-                                 400 <= status < 500)
-            except (ImageFetchRefused, PayloadTooLarge) as exc:
-                log.info("photo host %s refused: %s", src, exc)
-                robots = _Robots(None, deny_all=True)
-            self._set_robots(src, robots)
-            return self.robots[src]
-
-    # ------------------------------------------------------------------------------ choosing
+        await self.fetcher.fetch_robots(client, list(self.sources))
 
     def _available(self) -> list[SourceState]:
         return [s for s in self.sources.values() if s.frontier and
-                not self.robots[s.source].deny_all and not self.hosts[s.source].gave_up]
+                self.fetcher.crawlable(s.source)]
 
     def _choose(self) -> tuple[SourceState, str, int] | None:
-        avail = self._available()
-        if not avail:
-            return None
-        if self.cfg.bandit == "uniform":  # ablation: a random source, its oldest URL
-            st = avail[int(self.rng.integers(len(avail)))]
-            url, depth = st.frontier.pop(0)
-            return st, url, int(depth)
-        arms = []
-        for st in avail:
-            prior = st.rate_mean()
-            for pattern in {_pattern(u) for u, _ in st.frontier}:
-                pages, reviews = st.patterns.get(pattern, [0.0, 0.0])
-                arms.append(((st.source, pattern), reviews, pages, prior))
-        source, pattern = thompson_choice(arms, self.rng)
-        st = self.sources[source]
-        best_i = min((i for i, (u, _) in enumerate(st.frontier) if _pattern(u) == pattern),
-                     key=lambda i: (st.frontier[i][1], i))
-        url, depth = st.frontier.pop(best_i)
-        return st, url, int(depth)
+        return choose(self._available(), self.cfg.bandit, self.rng)
 
-    # ------------------------------------------------------------------------------ fetching
-
-    async def _goto(self, page: Any, st: SourceState, url: str) -> tuple[int, Any]:
-        """Load ``url`` with retries; ``(status, response)``; status 0 = network failure."""
-        from playwright.async_api import Error as PWError
-
-        host = self.hosts[st.source]
-        run = self.runs[st.source]
-        status, resp = 0, None
-        for attempt in range(self.cfg.max_retries + 1):
-            async with host.sem:
-                await host.wait_turn()
-                run.requests += 1
-                st.requests += 1
-                try:
-                    resp = await page.goto(url, wait_until="load",
-                                           timeout=self.cfg.timeout_s * 1000)
-                    status = resp.status if resp is not None else 0
-                except PWError as exc:
-                    log.debug("%s: %s", url, str(exc).splitlines()[0])
-                    status, resp = 0, None
-            if status == 429:
-                run.rate_limited += 1
-                st.rate_limited += 1
-                after = parse_retry_after(await resp.header_value("retry-after"))
-                if not self._honour_retry_after(host, st.source, 1.0 if after is None else after):
-                    return status, resp
-                if attempt < self.cfg.max_retries:
-                    run.retries += 1
-                    continue  # the next wait_turn waits out the Retry-After
-                return status, resp
-            if status == 0 or status >= 500:
-                if attempt < self.cfg.max_retries:
-                    run.retries += 1
-                    delay = self.cfg.backoff_s * 2**attempt
-                    await asyncio.sleep(delay * (0.5 + self.jitter.random()))
-                    continue
-                return status, resp
-            host.interval = max(host.floor, host.interval * 0.95)
-            return status, resp
-        return status, resp
-
-    def _honour_retry_after(self, host: _Host, src: str, after: float) -> bool:
-        """Hold every request to ``host`` for ``after`` seconds and slow it down; ``False``
-        when ``after`` is over ``max_retry_after_s`` (the host is done for this run)."""
-        host.slow_down(self.cfg.max_interval_s)
-        if after > self.cfg.max_retry_after_s:
-            log.warning("%s asks to wait %.0fs (Retry-After), over max_retry_after_s=%gs: no "
-                        "more requests to it this run", src, after, self.cfg.max_retry_after_s)
-            host.gave_up = True
-            return False
-        host.back_off(after)
-        return True
-
-    async def _learn(self, page: Any, st: SourceState, url: str, raw_html: str) -> None:
-        """Give the site selectors: the LLM's proposal if valid, else the heuristic's."""
-        if "<script" in raw_html.replace('type="application/ld+json"', ""):
-            try:  # script-rendered content: let it arrive before looking
-                await page.wait_for_load_state("networkidle", timeout=3000)
-            except Exception:
-                pass
-        proposals: list[SelectorSet] = []
-        asked = sum(f.startswith("llm:") for f in st.selector_failures)
-        if self.advisor is not None and asked < self.cfg.max_llm_proposals and \
-                await page.evaluate(RATING_HINT_JS):
-            html = await page.content()
-            prop = await asyncio.to_thread(self.advisor.propose_selectors, site=st.source,
-                                           url=url, html=html)
-            if prop is not None:
-                proposals.append(prop)
-        learned = await page.evaluate(LEARN_JS)
-        if learned:
-            proposals.append(SelectorSet(**{k: v for k, v in learned.items()
-                                            if k != "count" and v}, origin="heuristic"))
-        for prop in proposals:
-            result = await page.evaluate(SELECTOR_JS, prop.model_dump())
-            ok, why = validate_selectors(result, prop, min_text=self.cfg.min_text_chars)
-            if ok:
-                cls = set(re.findall(r"\.([\w-]+)", prop.container))
-                served = {tok for value in _CLASS_ATTR.findall(raw_html) for tok in value.split()}
-                st.selectors = prop
-                # reviews whose container class is not in the served HTML were made by scripts
-                st.dynamic = bool(cls) and not cls <= served
-                log.info("%s: using %s selectors %s (%s)%s", st.source, prop.origin,
-                         prop.container, why, " [dynamic]" if st.dynamic else "")
-                return
-            st.selector_failures = (st.selector_failures + [f"{prop.origin}: {why}"])[-10:]
-            log.info("%s: rejected %s selectors %s: %s", st.source, prop.origin,
-                     prop.container, why)
-
-    async def _expand(self, page: Any, sel: SelectorSet) -> None:
-        """Dynamic site: wait for the first reviews, then click "load more" until it is gone."""
-        if sel.list_root:
-            try:  # no list on this page (a listing, a help page): nothing will render here
-                if await page.locator(sel.list_root).count() == 0:
-                    return
-            except Exception:
-                pass
-        try:
-            await page.wait_for_selector(sel.container, timeout=self.cfg.render_timeout_s * 1000)
-        except Exception:
-            return
-        if not sel.load_more:
-            return
-        for _ in range(100):
-            button = page.locator(sel.load_more).first
-            try:
-                if not await button.is_visible():
-                    return
-                n = await page.locator(sel.container).count()
-                await button.click(timeout=self.cfg.render_timeout_s * 1000)
-                await page.wait_for_function(
-                    "([s, n]) => document.querySelectorAll(s).length > n",
-                    arg=[sel.container, n], timeout=self.cfg.render_timeout_s * 1000)
-            except Exception:
-                return
-
-    async def _extract(self, page: Any, st: SourceState, url: str, raw_html: str
-                       ) -> list[ExtractedReview]:
-        structured = await page.evaluate(STRUCTURED_JS)
-        found = reviews_from_structured(structured, url)
-        if found:
-            st.structured = True
-            return found
-        if st.selectors is None:
-            async with self.learning.setdefault(st.source, asyncio.Lock()):
-                if st.selectors is None:
-                    await self._learn(page, st, url, raw_html)
-            if st.selectors is None:
-                return []
-        if st.dynamic:
-            await self._expand(page, st.selectors)
-        result = await page.evaluate(SELECTOR_JS, st.selectors.model_dump())
-        return reviews_from_selectors(result, st.selectors)
+    # ---------------------------------------------------------------------- pages, photos
 
     async def _image(self, client: Any, url: str, run: SourceRun) -> ImageRef | None:
-        """Download one photo through the safe fetcher, if its host's robots.txt allows it,
-        under that host's politeness; ``None`` (counted as skipped) when it cannot be had."""
-        from shopsense.images.fetch import fetch_image
-
-        cfg = self.cfg
-        src = _source_of(url)
-        if not url.startswith(("http://", "https://")) or not src:
-            run.images_skipped += 1
-            return None
-        robots = await self._photo_robots(src)
-        if not robots.allowed(cfg.user_agent, url):
-            run.robots_blocked += 1
-            run.images_skipped += 1
-            return None
-        host = self.hosts[src]
-        data = None
-        failure: ImageFetchFailed | None = None
-        for attempt in range(cfg.max_retries + 1):
-            if host.gave_up:
-                break
-            async with host.sem:
-                await host.wait_turn()
-                run.requests += 1
-                try:
-                    data = await asyncio.to_thread(
-                        fetch_image, url, self._fetch_settings, check_url=self._check_redirect,
-                        user_agent=cfg.user_agent)
-                    host.interval = max(host.floor, host.interval * 0.95)
-                    break
-                except ImageFetchFailed as exc:
-                    failure = exc
-                except (ImageFetchRefused, PayloadTooLarge) as exc:
-                    log.debug("image %s: %s", url, exc)
-                    break
-            told_to_wait = failure.status == 429 or (
-                failure.status == 503 and failure.retry_after_s is not None)
-            if told_to_wait:
-                run.rate_limited += 1
-                after = failure.retry_after_s if failure.retry_after_s is not None else 1.0
-                if not self._honour_retry_after(host, src, after):
-                    break
-            elif failure.status is not None and failure.status < 500:
-                break  # 404 and the like: no retry
-            elif attempt < cfg.max_retries:
-                await asyncio.sleep(cfg.backoff_s * 2**attempt * (0.5 + self.jitter.random()))
-            log.debug("image %s: %s", url, failure)
+        """One photo of a review, downloaded politely (see :meth:`Fetcher.fetch_photo`) and
+        checked to be an image; ``None`` (counted as skipped) when it cannot be had."""
+        data = await self.fetcher.fetch_photo(url, run)
         if data is None:
-            run.images_skipped += 1
             return None
         try:
             from shopsense.images.decode import ImageLimits, probe_image
 
-            _, width, height = probe_image(data, ImageLimits(max_bytes=cfg.max_image_bytes,
+            _, width, height = probe_image(data, ImageLimits(max_bytes=self.cfg.max_image_bytes,
                                                              max_pixels=40_000_000))
         except (InvalidImage, PayloadTooLarge):
             run.images_skipped += 1
@@ -674,29 +220,19 @@ class _Crawler:
         run.images += 1
         return ImageRef(uri=image_key(sha, data), sha256=sha, width=width, height=height)
 
-    def _check_redirect(self, url: Any) -> None:
-        """Each hop of a photo download (called on the fetch thread): the target's host must
-        be one whose robots.txt was read and that allows the URL (no blind redirects)."""
-        src = url.netloc.decode("ascii")
-        robots = self.robots.get(src)
-        if robots is None:
-            raise ImageFetchRefused(f"redirect to {src}, whose robots.txt was not read")
-        if not robots.allowed(self.cfg.user_agent, str(url)):
-            raise ImageFetchRefused(f"robots.txt of {src} disallows {url.path}")
-
     async def _process(self, client: Any, page: Any, st: SourceState, url: str, depth: int
                        ) -> None:
         cfg = self.cfg
         run = self.runs[st.source]
-        status, resp = await self._goto(page, st, url)
+        status, resp = await self.fetcher.goto(page, st, run, url)
         st.visited[url] = status
         run.pages += 1
         st.pages += 1
-        pattern = _pattern(url)
+        pattern = url_pattern(url)
         if status != 200:
             run.failures += 1
             st.failures += 1
-            self._reward(st, pattern, 0)
+            reward(st, pattern, 0)
             return
         raw_html = ""
         try:
@@ -704,19 +240,19 @@ class _Crawler:
         except Exception:
             pass
         info = await page.evaluate(PAGE_JS)
-        canonical = _normal_url(info["canonical"]) if info.get("canonical") else None
-        if canonical and canonical != url and _source_of(canonical) == st.source:
+        canonical = normal_url(info["canonical"]) if info.get("canonical") else None
+        if canonical and canonical != url and source_of(canonical) == st.source:
             if canonical in st.visited:  # the same page under another URL (?page=1 …)
-                self._reward(st, pattern, 0)
+                reward(st, pattern, 0)
                 return
             st.visited[canonical] = status
             self.queued[st.source].discard(canonical)
             st.frontier = [f for f in st.frontier if f[0] != canonical]
-        extracted = await self._extract(page, st, url, raw_html)
+        extracted = await self.reader.extract(page, st, url, raw_html)
         robots = self.robots[st.source]
         for link in info["links"]:
-            href = _normal_url(urljoin(url, link["href"]))
-            if _source_of(href) != st.source or not href.startswith(("http://", "https://")):
+            href = normal_url(urljoin(url, link["href"]))
+            if source_of(href) != st.source or not href.startswith(("http://", "https://")):
                 continue
             if _SKIP_LINK.search(href) or href in st.visited or href in self.queued[st.source]:
                 continue
@@ -738,17 +274,8 @@ class _Crawler:
                 run.invalid += 1
                 continue
             product_id = er.product_id or path_id
-            source_id = f"{product_id}:{hashlib.sha256(normalise_text(text).encode()).hexdigest()[:16]}"
-            source = Source(kind="scraped", name=st.source, source_id=source_id, url=url,
-                            generator="shopsense-scrape")
-            review = Review.make(
-                source=source, text=text, title=er.title, rating=er.rating,
-                label=rating_to_label(er.rating),
-                label_source="rating" if er.rating is not None else None,
-                product=Product(id=product_id, name=er.product_name or info.get("h1"),
-                                category=(er.category or "").lower() or None),
-                created_at=_date(er.date),
-            )
+            review = review_of(er, text=text, product_id=product_id, site=st.source,
+                               url=url, page_title=info.get("h1"))
             duplicate = review.id in self.ids or self.dedupe.add(review.id, text) is not None
             if cfg.record_extractions:
                 self.extractions.append({"host": st.source, "url": url, "text": text,
@@ -771,14 +298,7 @@ class _Crawler:
                 st.labels[review.label] = st.labels.get(review.label, 0) + 1
         run.new_reviews += new
         st.new_reviews += new
-        self._reward(st, pattern, new)
-
-    def _reward(self, st: SourceState, pattern: str, new: int) -> None:
-        st.bandit_pages += 1
-        st.bandit_reviews += new
-        p = st.patterns.setdefault(pattern, [0.0, 0.0])
-        p[0] += 1
-        p[1] += new
+        reward(st, pattern, new)
 
     # ---------------------------------------------------------------------------------- run
 
@@ -873,45 +393,6 @@ class _Crawler:
             extractions=self.extractions,
         )
 
-    def _publish(self) -> DatasetManifest:
-        cfg = self.cfg
-        provenance = {
-            "step": "scrape", "run_id": self.run_id, "resumed": self.resumed,
-            "seeds": cfg.seeds, "pages": sum(r.pages for r in self.runs.values()),
-            "new_reviews": len(self.new), "previous_reviews": len(self.previous),
-            "per_source": {k: {"pages": v.pages, "new_reviews": v.new_reviews,
-                               "duplicates": v.duplicates, "failures": v.failures}
-                           for k, v in self.runs.items()},
-            "at": datetime.now(UTC).isoformat(),
-        }
-        try:
-            old = _read_provenance(self.store, cfg.dataset)
-        except DatasetNotFound:
-            old = []
-        manifest = write_dataset(self.store, cfg.dataset, [*self.previous, *self.new],
-                                 name=cfg.dataset, provenance=[*old[-20:], provenance],
-                                 images=self.images)
-        if cfg.learn:
-            for st in self.sources.values():
-                save_state(self.store, cfg.state_prefix, st)
-        self.store.delete_prefix(self.ckpt_prefix)
-        return manifest
-
-
-def _read_provenance(store: ObjectStore, prefix: str) -> list[dict[str, Any]]:
-    from shopsense.data.dataset import read_manifest
-
-    return list(read_manifest(store, prefix).provenance)
-
-
-def _date(value: str | None) -> datetime:
-    if value:
-        try:
-            d = datetime.fromisoformat(value[:10])
-            return d.replace(tzinfo=UTC)
-        except ValueError:
-            pass
-    return datetime.now(UTC)
 
 
 def run_scrape(config: ScrapeConfig, *, chat: Any = None,

@@ -247,7 +247,8 @@ def predict_proba(model, processor, opts: LlavaOptions, texts: list[str | None],
 
 def evaluate_llava_bundle(config: DistributedConfig, bundle_dir: Path) -> tuple[dict, list[dict]]:
     """The held-out evaluation report of a LLaVA bundle, and the rows it was made on."""
-    from shopsense.model.train import evaluation_report, load_rows
+    from shopsense.evaluate import evaluation_report
+    from shopsense.model.train import load_rows
 
     tc = config.train
     rows = load_rows(tc.eval_sets, tc.eval_datasets, tc.data_dir, tc.max_eval_per_set,

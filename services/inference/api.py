@@ -389,9 +389,9 @@ async def within_deadline(request: Request, settings: Settings, work):
     try:
         async with asyncio.timeout(max(0.0, _remaining(request, settings))):
             return await work
-    except TimeoutError:
+    except TimeoutError as exc:
         raise DeadlineExceeded(f"the request took longer than its "
-                               f"{settings.serve.deadline_s:g}s budget") from None
+                               f"{settings.serve.deadline_s:g}s budget") from exc
 
 
 # The longest query text sent to the retrievers for similar reviews (BM25 over a whole long

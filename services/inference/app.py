@@ -137,7 +137,7 @@ class HandleClassifierService:
             response.cancel()
             raise
         except Exception as exc:  # noqa: BLE001 - mapped to the platform's error
-            raise platform_error(exc, retry_after_s=self.retry_after_s) from None
+            raise platform_error(exc, retry_after_s=self.retry_after_s) from exc
 
     async def classify(self, items: list[ClassifierInput]) -> list[tuple[ClassifierOutput, int]]:
         return list(await asyncio.gather(

@@ -272,9 +272,9 @@ class RequestGuard:
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
-        except TimeoutError:
+        except TimeoutError as exc:
             raise BodyTimeout(f"the request body did not arrive within "
-                              f"{self.settings.serve.body_timeout_s:g}s") from None
+                              f"{self.settings.serve.body_timeout_s:g}s") from exc
         return b"".join(chunks)
 
     # -- ASGI

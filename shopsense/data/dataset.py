@@ -125,7 +125,7 @@ def open_dataset_uri(uri: str, settings: Any = None) -> tuple[ObjectStore, str]:
     try:
         return open_store(root, settings), prefix
     except ValueError as exc:
-        raise DatasetURIError(str(exc)) from None
+        raise DatasetURIError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------------- lines
@@ -161,7 +161,7 @@ def parse_review_line(line: bytes | str, where: str = "<line>") -> Review:
             line = line.decode("utf-8")
         return Review.model_validate(json.loads(line))
     except (ValueError, ValidationError) as exc:  # JSONDecodeError, UnicodeDecodeError ⊂ ValueError
-        raise DataError(f"{where}: {_one_line(exc)}") from None
+        raise DataError(f"{where}: {_one_line(exc)}") from exc
 
 
 def _iter_lines(data: bytes, where: str) -> Iterator[Review]:
@@ -196,8 +196,8 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[Review]:
     path = Path(path)
     try:
         f = open(path, "rb")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such file") from exc
     with f:
         for lineno, raw in enumerate(f, start=1):  # binary iteration splits on b"\n" only
             if raw.strip():
@@ -213,7 +213,7 @@ def _as_review(item: Any) -> Review:
     try:
         return Review.model_validate(item)
     except ValidationError as exc:
-        raise DataError(_one_line(exc)) from None
+        raise DataError(_one_line(exc)) from exc
 
 
 def _progress(items: Iterable[Any], desc: str) -> Iterable[Any]:
@@ -280,12 +280,12 @@ def read_manifest(store: ObjectStore, prefix: str) -> DatasetManifest:
     key = join_key(prefix, MANIFEST)
     try:
         raw = store.get_bytes(key)
-    except ObjectNotFound:
-        raise DatasetNotFound(f"no dataset at {store.uri_for(prefix)} (no {MANIFEST})") from None
+    except ObjectNotFound as exc:
+        raise DatasetNotFound(f"no dataset at {store.uri_for(prefix)} (no {MANIFEST})") from exc
     try:
         return DatasetManifest.model_validate_json(raw)
     except ValidationError as exc:
-        raise DataError(f"{store.uri_for(key)}: {_one_line(exc)}") from None
+        raise DataError(f"{store.uri_for(key)}: {_one_line(exc)}") from exc
 
 
 def dataset_exists(store: ObjectStore, prefix: str) -> bool:

@@ -17,8 +17,8 @@ def iter_json_objects(
     path = Path(path)
     try:
         fh = path.open(encoding="utf-8")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        raise DataError(f"{path}: {missing}") from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise DataError(f"{path}: {missing}") from exc
     with fh:
         lineno = 0
         try:
@@ -28,9 +28,9 @@ def iter_json_objects(
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(obj, dict):
                     raise DataError(f"{path}:{lineno}: each line must be a JSON object")
                 yield lineno, obj
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{lineno + 1}: not UTF-8 ({exc.reason})") from None
+            raise DataError(f"{path}:{lineno + 1}: not UTF-8 ({exc.reason})") from exc

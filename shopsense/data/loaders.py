@@ -94,10 +94,10 @@ def _data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file (is the shared data dir right?)") from None
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: no such file (is the shared data dir right?)") from exc
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 at byte {exc.start}") from None
+        raise DataError(f"{path}: not UTF-8 at byte {exc.start}") from exc
 
 
 def _imported(set_name: str, source_id: str) -> Source:
@@ -460,8 +460,8 @@ def iter_cranfield_qrels(data_dir: str | os.PathLike[str] | None) -> Iterator[tu
         parts = line.split()
         try:
             qid, did, code = (int(p) for p in parts)
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: expected 'query doc code'") from None
+        except ValueError as exc:
+            raise DataError(f"{path}:{lineno}: expected 'query doc code'") from exc
         if code == -1 or code == 5:  # no interest
             continue
         if code not in CRANFIELD_GAIN:
@@ -542,8 +542,8 @@ def load_set(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[
     """All reviews of the named set (see :data:`SET_NAMES`); data dir from settings if ``None``."""
     try:
         loader = _LOADERS[name]
-    except KeyError:
-        raise DataError(f"unknown set {name!r}; valid names: {', '.join(SET_NAMES)}") from None
+    except KeyError as exc:
+        raise DataError(f"unknown set {name!r}; valid names: {', '.join(SET_NAMES)}") from exc
     return loader(_data_dir(data_dir))
 
 

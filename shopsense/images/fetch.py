@@ -467,9 +467,9 @@ class FetchSession:
             async with asyncio.timeout_at(_loop_deadline(self.deadline)):
                 async with self.slots:
                     return await self.fetcher.fetch(url)
-        except TimeoutError:
+        except TimeoutError as exc:
             raise ImageFetchFailed(
-                f"the request's image URLs took longer than {limit:g}s to fetch") from None
+                f"the request's image URLs took longer than {limit:g}s to fetch") from exc
 
 
 def _loop_deadline(monotonic_deadline: float) -> float:

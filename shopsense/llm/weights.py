@@ -95,9 +95,9 @@ def embedded_model(key: str | None = None) -> EmbeddedLLM:
     key = key or DEFAULT_EMBEDDED
     try:
         return EMBEDDED[key]
-    except KeyError:
+    except KeyError as exc:
         raise LLMUnavailable(f"unknown embedded LLM {key!r}; choose one of "
-                             f"{', '.join(EMBEDDED)}") from None
+                             f"{', '.join(EMBEDDED)}") from exc
 
 
 def _part_files(model: EmbeddedLLM) -> list[Path]:
