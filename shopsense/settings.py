@@ -12,6 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Inference engines of the text encoder (``shopsense.model.text_engines``).
+TextEngineName = Literal["torch", "torch-int8", "onnx", "onnx-int8", "openvino"]
+
 
 def _default_data_dir() -> Path:
     """The shared review data, looked up beside the project (``../shared/data``), from the
@@ -55,6 +58,13 @@ class ServeSettings(BaseModel):
     classifier_replicas: int = 1
     ingress_replicas: int = 1
     threads: int = Field(0, description="torch threads per classifier replica; 0 = all cores")
+    text_engine: TextEngineName = Field(
+        "torch", description="how the classifier runs its text encoder: torch | torch-int8 | "
+        "onnx | onnx-int8 | openvino (exported here from the loaded weights on first use and "
+        "cached under engine_cache_dir; benchmarks/speed.py --engines compares them)")
+    engine_cache_dir: Path | None = Field(
+        None, description="where exported text encoders are kept; default "
+        "<home>/cache/text-engines")
     retrieval: bool = Field(True, description="run the retriever deployment (/v1/search and "
                             "similar reviews in /v1/sentiment)")
     similar_k: int = Field(3, ge=0, le=50, description="similar reviews returned with each "
