@@ -22,7 +22,7 @@ Nothing is downloaded: the ONNX files are exported here, from the weights alread
 (the offline MiniLM package plus the bundle's LoRA adapter), into a cache folder keyed by a
 digest of those weights and of the exporter's versions (``<SHOPSENSE_HOME>/cache/text-engines``
 by default). The first load of a model exports it (tens of seconds on 2 cores); later loads, and
-other processes, reuse the file. Writes are atomic (a folder renamed into place), so concurrent
+other processes, reuse the file. Writes are atomic (each file renamed into place), so concurrent
 loads never see half a file. How close each engine's predictions are to ``torch`` on held-out
 reviews, and how fast each is, is measured by ``benchmarks/speed.py --engines``.
 """

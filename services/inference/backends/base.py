@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from PIL import Image
 
 from shopsense.schemas import ModelRef
@@ -26,6 +27,10 @@ class ClassifierOutput:
     label: str
     scores: dict[str, float]
     modalities: list[str] = field(default_factory=list)
+    # The photo's L2-normalised image features, when the backend's image encoder is the one
+    # the retrieval index uses (``image_encoder_id``): the similar-review lookup reuses them
+    # instead of encoding the photo again.
+    image_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
@@ -36,5 +41,11 @@ class ClassifierBackend(Protocol):
 
     @property
     def model(self) -> ModelRef: ...
+
+    @property
+    def identity(self) -> str:
+        """What the answers depend on (model version, weights, engine): the response cache's
+        key includes it, so a new model never serves the old one's answers."""
+        ...
 
     def predict_batch(self, items: list[ClassifierInput]) -> list[ClassifierOutput]: ...
