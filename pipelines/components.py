@@ -12,7 +12,16 @@ without Kubeflow.
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import (
+    Artifact,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 # What `make images` builds from images/pipeline-step.Dockerfile and loads into kind (a test
 # keeps the two in step).
@@ -216,13 +225,20 @@ def evaluate_model(
     heldout_data: Input[Dataset],
     report: Output[Artifact],
     metrics: Output[Metrics],
+    confusion: Output[ClassificationMetrics],
+    summary: Output[Markdown],
 ):
-    """Accuracy, macro-F1, per-label and per-category figures and ECE on held-out real data."""
+    """Accuracy, macro-F1, per-label and per-category figures and ECE on held-out real data;
+    the confusion matrix and a Markdown report for the pipeline UI."""
     from pipelines.steps import evaluate_model as run
+    from pipelines.steps import evaluation_markdown
 
     result = run(model_dir=model.path, heldout_data=heldout_data.path, report_path=report.path)
     for key in ("accuracy", "macro_f1", "ece", "n"):
         metrics.log_metric(key, float(result[key]))
+    confusion.log_confusion_matrix(result["confusion"]["labels"], result["confusion"]["matrix"])
+    with open(summary.path, "w") as fh:
+        fh.write(evaluation_markdown(result))
 
 
 @component

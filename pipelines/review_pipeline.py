@@ -145,6 +145,7 @@ def review_sentiment(
     scrape = c.scrape_reviews(seeds=scrape_seeds, max_pages=scrape_max_pages,
                               demo_base_port=demo_base_port, llm_base_url=llm_base_url)
     scrape.set_retry(num_retries=2, backoff_duration="60s", backoff_factor=2.0)  # shops blip
+    scrape.set_caching_options(False)  # a cached scrape would never learn or see new reviews
     scrape.set_cpu_limit("2").set_memory_limit("4G")  # Chromium
     _with_data(_secret(scrape, MINIO_SECRET))  # the agent's state and datasets live in MinIO
 

@@ -404,6 +404,30 @@ def evaluate_model(*, model_dir: str | Path, heldout_data: str | Path,
     return report
 
 
+def evaluation_markdown(report: dict[str, Any]) -> str:
+    """The evaluation report as Markdown for the pipeline UI: overall, per label, per set and
+    category, the confusion matrix."""
+    lines = [f"## Held-out evaluation ({report['model_kind'] if 'model_kind' in report else 'model'})",
+             "", f"n = {report['n']}, accuracy **{report['accuracy']:.4f}**, macro-F1 "
+             f"**{report['macro_f1']:.4f}**, ECE {report.get('ece', float('nan')):.4f}", "",
+             "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for lbl, m in report["per_class"].items():
+        lines.append(f"| {lbl} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                     f"{m['support']} |")
+    for title, key in (("set", "per_set"), ("category", "per_category")):
+        rows = report.get(key) or {}
+        if rows:
+            lines += ["", f"| {title} | n | accuracy | macro-F1 |", "|---|---|---|---|"]
+            lines += [f"| {k} | {v['n']} | {v['accuracy']:.4f} | {v['macro_f1']:.4f} |"
+                      for k, v in rows.items()]
+    labels, matrix = report["confusion"]["labels"], report["confusion"]["matrix"]
+    lines += ["", "| true \\ predicted | " + " | ".join(labels) + " |",
+              "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {lbl} | " + " | ".join(str(v) for v in row) + " |"
+              for lbl, row in zip(labels, matrix)]
+    return "\n".join(lines) + "\n"
+
+
 def register_model(*, model_dir: str | Path, report_path: str | Path,
                    heldout_data: str | Path, margin: float = 0.0,
                    floors: dict[str, float] | None = None,

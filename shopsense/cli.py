@@ -20,7 +20,7 @@ from shopsense.settings import get_settings
 app = typer.Typer(
     help="shopsense: multimodal review sentiment. Train, evaluate, register and serve models.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="The labelled review sets: list them, export them.", no_args_is_help=True)
@@ -369,7 +369,7 @@ def main() -> None:
     _quiet_libraries()
     _load_plugins()
     try:
-        app()
+        app(prog_name="shopsense")
     except ShopsenseError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)

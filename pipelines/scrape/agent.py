@@ -8,20 +8,27 @@ site, a bandit that chooses sources from what past runs yielded, polite and resu
    yields and the frontier left by the last run. With an LLM, ask it for prior yields of the
    sources (used as the bandit's prior mean, clipped). If a checkpoint of an interrupted run
    exists, resume from it instead (its states, visited pages and collected reviews).
-2. Read ``robots.txt`` of each source (404 → everything allowed; 5xx or unreachable → nothing
-   allowed, as RFC 9309 says); ``Crawl-delay`` sets the minimum request interval.
+2. Read ``robots.txt`` of each source with ``protego`` (RFC 9309, ``*`` and ``$`` wildcards
+   included; 404 → everything allowed; 5xx or unreachable → nothing allowed);
+   ``Crawl-delay`` sets the host's minimum request interval, honoured up to
+   ``max_crawl_delay_s`` (a source asking for more is not crawled: never faster than asked).
 3. Workers (browser tabs) repeatedly pick a source by Thompson sampling
    (:func:`~pipelines.scrape.state.thompson_choice`), take its most promising URL (URL patterns
    that yielded reviews first), and fetch it under the per-host concurrency and interval.
-   ``429`` → wait ``Retry-After`` (capped) and double the host's interval (it relaxes 5 % per
-   success); ``5xx``, timeouts and network errors → retry with exponential backoff and jitter;
-   other ``4xx`` → recorded failure.
+   ``429`` → every worker leaves the host alone for ``Retry-After`` (seconds or an HTTP date),
+   honoured up to ``max_retry_after_s`` (a longer one ends the host's run: its pages wait for
+   the next run), and the host's interval doubles (never below its Crawl-delay; it relaxes 5 %
+   per success); ``5xx``, timeouts and network errors → retry with exponential backoff and
+   jitter; other ``4xx`` → recorded failure.
 4. Extraction: JSON-LD and microdata first; else the site's learned selectors (waiting for
    script-rendered reviews and clicking "load more" on dynamic sites); a site without
    selectors gets them from the LLM (validated on the page) or from the heuristic learner.
 5. Each review gets a stable id (source, product, text hash), is dropped if its id or a
    near-identical text was seen (in the published dataset or this run), and its photos are
-   downloaded with a size cap into ``images/``.
+   downloaded into ``images/`` through the API's safe fetcher (``shopsense.images.fetch``:
+   public addresses only, or the seeds' own ``host:port`` origins and ``allow_hosts``; every
+   redirect checked again, size cap, deadline), only where the photo host's robots.txt allows
+   it, under the same per-host politeness as pages (concurrency, interval, Retry-After).
 6. Every ``checkpoint_every`` pages the run is checkpointed. At the end the dataset (the
    previous reviews plus the new ones) is published atomically, then the source states, then
    the checkpoint is removed. A crash leaves the previous dataset as it was.
@@ -31,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import logging
 import random
@@ -43,9 +49,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urldefrag, urljoin, urlparse
-from urllib.robotparser import RobotFileParser
 
 import numpy as np
+from protego import Protego
 from pydantic import BaseModel, Field
 
 from pipelines.scrape.extract import (
@@ -69,8 +75,15 @@ from shopsense.data.dataset import (
     read_dataset,
     write_dataset,
 )
-from shopsense.errors import ShopsenseError
+from shopsense.errors import (
+    ImageFetchFailed,
+    ImageFetchRefused,
+    InvalidImage,
+    PayloadTooLarge,
+    ShopsenseError,
+)
 from shopsense.schemas import DatasetManifest, ImageRef, Product, Review, Source, rating_to_label
+from shopsense.images.fetch import parse_retry_after
 from shopsense.store import ObjectNotFound, ObjectStore, join_key, open_store
 
 log = logging.getLogger(__name__)
@@ -110,7 +123,15 @@ class ScrapeConfig(BaseModel):
     max_interval_s: float = Field(2.0, description="ceiling of the adaptive interval")
     max_retries: int = Field(3, ge=0, description="retries of a page on 429/5xx/timeouts")
     backoff_s: float = Field(0.2, description="first retry delay; doubles, with jitter")
-    max_retry_after_s: float = Field(5.0, description="cap on a server's Retry-After")
+    max_retry_after_s: float = Field(
+        120.0, description="longest Retry-After honoured; a server asking for more ends that "
+        "host's run (never retried sooner than asked)")
+    max_crawl_delay_s: float = Field(
+        30.0, description="longest robots.txt Crawl-delay honoured; a source asking for more "
+        "is not crawled")
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="private hosts, host:port origins or CIDRs photos "
+        "may come from, beside the seeds' own host:port origins (always allowed)")
     timeout_s: float = Field(15.0, description="page load timeout")
     render_timeout_s: float = Field(5.0, description="wait for script-rendered reviews")
     user_agent: str = "shopsense-bot/0.1"
@@ -168,6 +189,20 @@ class ScrapeResult(BaseModel):
 
 # ----------------------------------------------------------------------------------- helpers
 
+_ROBOTS_MAX_CHARS = 512 * 1024  # RFC 9309: parse at least the first 500 KiB
+
+
+def _fetch_settings(config: ScrapeConfig):
+    """The safe fetcher's settings for photos: the scrape's size cap and timeout, redirects
+    checked hop by hop, and private addresses only for the seeds' own origins and
+    ``allow_hosts``."""
+    from shopsense.settings import ImageSettings
+
+    origins = sorted({_source_of(s) for s in config.seeds})
+    return ImageSettings(max_bytes=config.max_image_bytes, fetch_timeout_s=config.timeout_s,
+                         max_redirects=3, allow_hosts=[*origins, *config.allow_hosts])
+
+
 
 def _source_of(url: str) -> str:
     return urlparse(url).netloc
@@ -186,41 +221,18 @@ def _pattern(url: str) -> str:
 
 
 def _parse_crawl_delay(text: str, agent: str) -> float | None:
-    """``Crawl-delay`` for ``agent`` (or ``*``), as a float (robotparser only reads ints)."""
-    groups: dict[str, float] = {}
-    current: list[str] = []
-    in_rules = False
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if ":" not in line:
-            continue
-        key, value = (x.strip() for x in line.split(":", 1))
-        key = key.lower()
-        if key == "user-agent":
-            if in_rules:
-                current, in_rules = [], False
-            current.append(value.lower())
-        else:
-            in_rules = True
-            if key == "crawl-delay":
-                try:
-                    for a in current:
-                        groups[a] = float(value)
-                except ValueError:
-                    pass
-    name = agent.split("/")[0].lower()
-    for a, d in groups.items():
-        if a != "*" and a in name:
-            return d
-    return groups.get("*")
+    """``Crawl-delay`` for ``agent`` (or ``*``), as a float, read by protego."""
+    delay = Protego.parse(text).crawl_delay(agent)
+    return None if delay is None else float(delay)
 
 
 @dataclass
 class _Host:
     sem: asyncio.Semaphore
     interval: float
-    floor: float
+    floor: float  # the Crawl-delay (or min_interval_s): the interval never goes below it
     next_at: float = 0.0
+    gave_up: bool = False  # asked to wait longer than max_retry_after_s: done for this run
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def wait_turn(self) -> None:
@@ -231,11 +243,19 @@ class _Host:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    def back_off(self, seconds: float) -> None:
+        """Nobody sends to this host for ``seconds`` (a Retry-After)."""
+        self.next_at = max(self.next_at, time.monotonic() + seconds)
+
+    def slow_down(self, ceiling: float) -> None:
+        self.interval = min(max(ceiling, self.floor), max(self.interval * 2, 0.05))
+
 
 class _Robots:
+    """One host's robots.txt, read by protego (RFC 9309, with ``*`` and ``$`` wildcards)."""
+
     def __init__(self, text: str | None, allow_all: bool = False, deny_all: bool = False):
-        self.parser = RobotFileParser()
-        self.parser.parse((text or "").splitlines())
+        self.parser = Protego.parse(text or "")
         self.allow_all, self.deny_all = allow_all, deny_all
         self.text = text or ""
 
@@ -244,7 +264,13 @@ class _Robots:
             return False
         if self.allow_all:
             return True
-        return self.parser.can_fetch(agent, url)
+        return self.parser.can_fetch(url, agent)
+
+    def crawl_delay(self, agent: str) -> float | None:
+        if self.deny_all or self.allow_all:
+            return None
+        delay = self.parser.crawl_delay(agent)
+        return None if delay is None else float(delay)
 
 
 # ------------------------------------------------------------------------------------ crawler
@@ -283,6 +309,7 @@ class _Crawler:
         self.previous: list[Review] = []
         self.extractions: list[dict[str, Any]] = []
         self.learning: dict[str, asyncio.Lock] = {}
+        self._fetch_settings = _fetch_settings(config)
 
     # ----------------------------------------------------------------- state and checkpoints
 
@@ -367,29 +394,66 @@ class _Crawler:
         for src in self.sources:
             url = f"http://{src}/robots.txt"
             try:
-                r = await client.get(url, timeout=self.cfg.timeout_s)
+                r = await client.get(url, timeout=self.cfg.timeout_s, follow_redirects=True)
             except Exception as exc:  # unreachable: be conservative
                 log.warning("robots.txt of %s unreachable (%s): not crawling it", src, exc)
-                self.robots[src] = _Robots(None, deny_all=True)
+                self._set_robots(src, _Robots(None, deny_all=True))
                 continue
             if r.status_code >= 500:
-                self.robots[src] = _Robots(None, deny_all=True)
+                self._set_robots(src, _Robots(None, deny_all=True))
             elif r.status_code >= 400:
-                self.robots[src] = _Robots(None, allow_all=True)
+                self._set_robots(src, _Robots(None, allow_all=True))
             else:
-                self.robots[src] = _Robots(r.text)
-            delay = _parse_crawl_delay(self.robots[src].text, self.cfg.user_agent)
-            st = self.sources[src]
-            floor = max(self.cfg.min_interval_s, delay or 0.0)
-            interval = max(floor, st.interval_s or 0.0) if self.cfg.learn else floor
-            self.hosts[src] = _Host(asyncio.Semaphore(self.cfg.per_host_concurrency),
-                                    interval, floor)
+                self._set_robots(src, _Robots(r.text[:_ROBOTS_MAX_CHARS]))
+
+    def _set_robots(self, src: str, robots: _Robots) -> None:
+        """Record a host's robots.txt and set up its politeness (interval from Crawl-delay)."""
+        cfg = self.cfg
+        delay = robots.crawl_delay(cfg.user_agent)
+        if delay is not None and delay > cfg.max_crawl_delay_s:
+            log.warning("%s asks for a Crawl-delay of %gs, over max_crawl_delay_s=%gs: not "
+                        "crawling it", src, delay, cfg.max_crawl_delay_s)
+            robots = _Robots(None, deny_all=True)
+            delay = None
+        self.robots[src] = robots
+        floor = max(cfg.min_interval_s, delay or 0.0)
+        st = self.sources.get(src)
+        learned = st.interval_s if (st is not None and cfg.learn) else None
+        interval = max(floor, learned or 0.0)
+        self.hosts[src] = _Host(asyncio.Semaphore(cfg.per_host_concurrency), interval, floor)
+
+    async def _photo_robots(self, src: str) -> _Robots:
+        """The robots.txt of a photo host that is not a source, fetched once through the safe
+        fetcher (a page could name any host; its robots.txt is fetched under the same SSRF
+        guard as the photo)."""
+        if src in self.robots:
+            return self.robots[src]
+        async with self.learning.setdefault(f"robots:{src}", asyncio.Lock()):
+            if src in self.robots:
+                return self.robots[src]
+            from shopsense.images.fetch import safe_get
+
+            settings = self._fetch_settings.model_copy(update={"max_bytes": _ROBOTS_MAX_CHARS})
+            try:
+                text = await asyncio.to_thread(
+                    safe_get, f"http://{src}/robots.txt", settings, accept="text/plain",
+                    user_agent=self.cfg.user_agent)
+                robots = _Robots(text.decode("utf-8", errors="replace"))
+            except ImageFetchFailed as exc:
+                status = exc.status or 0
+                robots = _Robots(None, allow_all=400 <= status < 500, deny_all=not
+                                 400 <= status < 500)
+            except (ImageFetchRefused, PayloadTooLarge) as exc:
+                log.info("photo host %s refused: %s", src, exc)
+                robots = _Robots(None, deny_all=True)
+            self._set_robots(src, robots)
+            return self.robots[src]
 
     # ------------------------------------------------------------------------------ choosing
 
     def _available(self) -> list[SourceState]:
         return [s for s in self.sources.values() if s.frontier and
-                not self.robots[s.source].deny_all]
+                not self.robots[s.source].deny_all and not self.hosts[s.source].gave_up]
 
     def _choose(self) -> tuple[SourceState, str, int] | None:
         avail = self._available()
@@ -436,15 +500,12 @@ class _Crawler:
             if status == 429:
                 run.rate_limited += 1
                 st.rate_limited += 1
-                try:
-                    after = float(await resp.header_value("retry-after") or 1.0)
-                except (TypeError, ValueError):
-                    after = 1.0
-                host.interval = min(self.cfg.max_interval_s, max(host.interval * 2, 0.05))
+                after = parse_retry_after(await resp.header_value("retry-after"))
+                if not self._honour_retry_after(host, st.source, 1.0 if after is None else after):
+                    return status, resp
                 if attempt < self.cfg.max_retries:
                     run.retries += 1
-                    await asyncio.sleep(min(after, self.cfg.max_retry_after_s))
-                    continue
+                    continue  # the next wait_turn waits out the Retry-After
                 return status, resp
             if status == 0 or status >= 500:
                 if attempt < self.cfg.max_retries:
@@ -456,6 +517,18 @@ class _Crawler:
             host.interval = max(host.floor, host.interval * 0.95)
             return status, resp
         return status, resp
+
+    def _honour_retry_after(self, host: _Host, src: str, after: float) -> bool:
+        """Hold every request to ``host`` for ``after`` seconds and slow it down; ``False``
+        when ``after`` is over ``max_retry_after_s`` (the host is done for this run)."""
+        host.slow_down(self.cfg.max_interval_s)
+        if after > self.cfg.max_retry_after_s:
+            log.warning("%s asks to wait %.0fs (Retry-After), over max_retry_after_s=%gs: no "
+                        "more requests to it this run", src, after, self.cfg.max_retry_after_s)
+            host.gave_up = True
+            return False
+        host.back_off(after)
+        return True
 
     async def _learn(self, page: Any, st: SourceState, url: str, raw_html: str) -> None:
         """Give the site selectors: the LLM's proposal if valid, else the heuristic's."""
@@ -539,36 +612,77 @@ class _Crawler:
         return reviews_from_selectors(result, st.selectors)
 
     async def _image(self, client: Any, url: str, run: SourceRun) -> ImageRef | None:
-        try:
-            async with client.stream("GET", url, timeout=self.cfg.timeout_s) as r:
-                if r.status_code != 200:
-                    return None
-                declared = int(r.headers.get("content-length") or 0)
-                if declared > self.cfg.max_image_bytes:
-                    run.images_skipped += 1
-                    return None
-                buf = bytearray()
-                async for chunk in r.aiter_bytes():
-                    buf += chunk
-                    if len(buf) > self.cfg.max_image_bytes:
-                        run.images_skipped += 1
-                        return None
-        except Exception as exc:
-            log.debug("image %s: %s", url, exc)
-            return None
-        data = bytes(buf)
-        try:
-            from PIL import Image
+        """Download one photo through the safe fetcher, if its host's robots.txt allows it,
+        under that host's politeness; ``None`` (counted as skipped) when it cannot be had."""
+        from shopsense.images.fetch import fetch_image
 
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-        except Exception:
+        cfg = self.cfg
+        src = _source_of(url)
+        if not url.startswith(("http://", "https://")) or not src:
+            run.images_skipped += 1
+            return None
+        robots = await self._photo_robots(src)
+        if not robots.allowed(cfg.user_agent, url):
+            run.robots_blocked += 1
+            run.images_skipped += 1
+            return None
+        host = self.hosts[src]
+        data = None
+        failure: ImageFetchFailed | None = None
+        for attempt in range(cfg.max_retries + 1):
+            if host.gave_up:
+                break
+            async with host.sem:
+                await host.wait_turn()
+                run.requests += 1
+                try:
+                    data = await asyncio.to_thread(
+                        fetch_image, url, self._fetch_settings, check_url=self._check_redirect,
+                        user_agent=cfg.user_agent)
+                    host.interval = max(host.floor, host.interval * 0.95)
+                    break
+                except ImageFetchFailed as exc:
+                    failure = exc
+                except (ImageFetchRefused, PayloadTooLarge) as exc:
+                    log.debug("image %s: %s", url, exc)
+                    break
+            told_to_wait = failure.status == 429 or (
+                failure.status == 503 and failure.retry_after_s is not None)
+            if told_to_wait:
+                run.rate_limited += 1
+                after = failure.retry_after_s if failure.retry_after_s is not None else 1.0
+                if not self._honour_retry_after(host, src, after):
+                    break
+            elif failure.status is not None and failure.status < 500:
+                break  # 404 and the like: no retry
+            elif attempt < cfg.max_retries:
+                await asyncio.sleep(cfg.backoff_s * 2**attempt * (0.5 + self.jitter.random()))
+            log.debug("image %s: %s", url, failure)
+        if data is None:
+            run.images_skipped += 1
+            return None
+        try:
+            from shopsense.images.decode import ImageLimits, probe_image
+
+            _, width, height = probe_image(data, ImageLimits(max_bytes=cfg.max_image_bytes,
+                                                             max_pixels=40_000_000))
+        except (InvalidImage, PayloadTooLarge):
             run.images_skipped += 1
             return None
         sha = hashlib.sha256(data).hexdigest()
         self.images[sha] = data
         run.images += 1
         return ImageRef(uri=image_key(sha, data), sha256=sha, width=width, height=height)
+
+    def _check_redirect(self, url: Any) -> None:
+        """Each hop of a photo download (called on the fetch thread): the target's host must
+        be one whose robots.txt was read and that allows the URL (no blind redirects)."""
+        src = url.netloc.decode("ascii")
+        robots = self.robots.get(src)
+        if robots is None:
+            raise ImageFetchRefused(f"redirect to {src}, whose robots.txt was not read")
+        if not robots.allowed(self.cfg.user_agent, str(url)):
+            raise ImageFetchRefused(f"robots.txt of {src} disallows {url.path}")
 
     async def _process(self, client: Any, page: Any, st: SourceState, url: str, depth: int
                        ) -> None:
@@ -717,8 +831,10 @@ class _Crawler:
 
             self._bar = tqdm(total=cfg.max_pages, initial=self.pages_done, desc="scrape",
                              unit="page")
+        # only for the seeds' robots.txt (RFC 9309: follow at least five redirects); photos go
+        # through the safe fetcher
         async with httpx.AsyncClient(headers={"User-Agent": cfg.user_agent},
-                                     follow_redirects=True) as client:
+                                     follow_redirects=False, max_redirects=5) as client:
             await self._fetch_robots(client)
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(executable_path=cfg.chromium,

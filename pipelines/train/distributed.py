@@ -105,6 +105,15 @@ def _sync_gradients(params: list[torch.nn.Parameter], loss: torch.Tensor, world:
     return float(flat[-1])
 
 
+def load_state(path: Path) -> dict:
+    """A training state written by :func:`_report`, loaded with ``weights_only=True``: the
+    checkpoint store is writable by other pods, and a full unpickler would run whatever code a
+    tampered ``state.pt`` names. The state holds only tensors, dicts, lists, tuples, numbers
+    and strings, which is all this loader accepts (anything else is an
+    ``UnpicklingError``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _report(task, metrics: dict, rank: int, *, final: bool) -> None:
     import ray.train
 
@@ -161,8 +170,7 @@ def worker_loop(raw: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            task.load_state_dict(torch.load(Path(folder) / STATE_FILE, map_location="cpu",
-                                            weights_only=False))
+            task.load_state_dict(load_state(Path(folder) / STATE_FILE))
         resumed_from = task.step
         log.info("worker %d resumed from step %d", rank, resumed_from)
     setup_seconds = time.perf_counter() - setup_start
@@ -273,7 +281,7 @@ def train_distributed(config: DistributedConfig, settings=None, *,
         if out_dir.exists():
             shutil.rmtree(out_dir)
         shutil.copytree(Path(folder) / BUNDLE_DIR, out_dir)
-        state = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=False)
+        state = load_state(Path(folder) / STATE_FILE)
     metrics = dict(result.metrics)
     log.info("run %s: %d steps on %d workers, %.1f samples/s, resumed from step %d",
              run_name, metrics["step"], config.num_workers, metrics["samples_per_second"],

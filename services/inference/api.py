@@ -1,6 +1,14 @@
 """The HTTP API (FastAPI). Transport only: requests are validated and converted to
 ``ClassifierInput`` here, at the edge; every error is mapped to a status in one place
-(``_add_exception_handlers``); the classifier is reached through ``ClassifierService``.
+(``services/inference/errors.py``); what a request meets before any of this (API key, rate
+limit, admission, body cap, structure budget, catch-all) is ``services/inference/guard.py``;
+the classifier is reached through ``ClassifierService``.
+
+Work is bounded at the edge: text must be valid Unicode (a lone surrogate is a 422, never a
+tokenizer crash); images are checked from their header and decoded straight to the model's
+input size on the API's own threads (``ImageDecoder``), URLs fetched on a pool of their own
+(``ImageFetcher``); each ``/v1/`` request has a deadline (``deadline_s``, 504 past it) and the
+similar-review lookup a shorter one; a /v1/search query may not repeat a word without limit.
 
 Routes: ``POST /v1/sentiment``, ``POST /v1/sentiment/batch``, ``POST /v1/search``,
 ``GET /v1/predictions/recent`` (this replica's recent predictions by category, for the page's
@@ -16,35 +24,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from http import HTTPStatus
-from typing import Any, Literal, Protocol
+from collections import Counter as Tally
+from typing import Annotated, Any, Literal, Protocol
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shopsense.errors import (
-    ImageFetchFailed,
-    ImageFetchRefused,
+    DeadlineExceeded,
     InvalidInput,
-    ModelNotFound,
-    ModelNotReady,
     PayloadTooLarge,
     ServiceUnavailable,
     ShopsenseError,
-    UpstreamError,
 )
-from shopsense.images import decode_image, load_image_bytes
+from shopsense.images.decode import ImageDecoder
+from shopsense.images.fetch import FetchSession, ImageFetcher
+from shopsense.images.source import image_url, load_image_bytes
 from shopsense.schemas import Label, ModelRef, Prediction, SimilarReview
 from shopsense.settings import Settings
 
 from services.retrieval import Hit
 
-from services.inference.backends.base import ClassifierInput, ClassifierOutput
+from services.inference.backends.base import ClassifierInput, ClassifierOutput, predict_isolated
+from services.inference.errors import (
+    ERROR_RESPONSES,
+    ErrorBody,
+    error_json,
+    error_response,
+    kind_of_status,
+    note_error,
+    platform_error,
+)
+from services.inference.guard import JsonBudget, RequestGuard, keyring_from_settings, state_of
 from services.inference.metrics import ApiMetrics, RecentPredictions
 from services.inference.web import mount_ui
 
@@ -71,26 +88,58 @@ class SearchService(Protocol):
         ...
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _valid_unicode(value: str) -> str:
+    """Refuse lone surrogates (``"\\ud800"`` in JSON): valid JSON, but not text any tokenizer,
+    index or log can take."""
+    bad = _SURROGATE.search(value)
+    if bad is not None:
+        raise ValueError(f"not valid Unicode: a lone surrogate (U+{ord(bad.group()):04X}) at "
+                         f"character {bad.start()}")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+
+
+def _json_integer(value: Any) -> Any:
+    """A JSON Schema integer: an int or an integral number (``10.0``), never a boolean or a
+    string (pydantic's lax mode would take ``false`` as 0 and ``"3"`` as 3)."""
+    if isinstance(value, bool) or isinstance(value, str):
+        raise ValueError("should be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def json_int(**bounds: int) -> Any:
+    """An integer field type with bounds (``ge``, ``le``) that takes JSON integers only (the
+    bounds sit inside, so the OpenAPI schema states them as minimum/maximum)."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_json_integer)]
+
+
 class SentimentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
-        "examples": [{"text": "The screen arrived cracked and support never answered."}]
+        "examples": [{"text": "The screen arrived cracked and support never answered."}],
     })
 
-    text: str | None = Field(None, description="the review text")
-    image: str | None = Field(
+    text: Text | None = Field(None, description="the review text")
+    image: Text | None = Field(
         None, description="a product photo: base64, a data: URL, or an http(s) URL"
     )
-    similar_k: int | None = Field(
-        None, ge=0, le=50,
-        description="similar indexed reviews to return (default from the service; 0 = none)",
+    similar_k: json_int(ge=0, le=50) | None = Field(
+        None, description="similar indexed reviews to return (default from the service; 0 = "
+        "none)",
     )
-    category: str | None = Field(
+    category: Text | None = Field(
         None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$",
         description="the product's category (e.g. 'electronics'): recorded with the prediction "
         "for the recent-predictions chart and the metrics' category label (at most 32 distinct "
         "categories per replica get their own label value, the rest count as 'other')",
     )
-    product: str | None = Field(
+    product: Text | None = Field(
         None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]*$",
         description="the product's id (e.g. an ASIN): kept with the recent predictions only",
     )
@@ -109,9 +158,9 @@ class SearchFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    category: str | None = None
+    category: Text | None = None
     label: Label | None = None
-    product: str | None = Field(None, description="product id (e.g. an ASIN)")
+    product: Text | None = Field(None, description="product id (e.g. an ASIN)")
     rating: RatingRange | None = None
 
     def as_retrieval(self) -> dict[str, Any]:
@@ -129,21 +178,21 @@ class SearchFilters(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"query": "battery died after a week", "k": 5,
-                      "filters": {"label": "negative", "rating": {"lte": 2}}}]
+                      "filters": {"label": "negative", "rating": {"lte": 2}}}],
     })
 
-    query: str | None = Field(None, description="what to look for")
-    image: str | None = Field(
+    query: Text | None = Field(None, description="what to look for")
+    image: Text | None = Field(
         None, description="a query photo (base64, data: URL or http(s) URL): searches the "
         "image vectors, fused with the text lists when a query is given too"
     )
-    k: int = Field(10, ge=1, le=100, description="how many reviews")
+    k: json_int(ge=1, le=100) = Field(10, description="how many reviews")
     filters: SearchFilters | None = None
     mode: Literal["hybrid", "dense", "sparse"] = "hybrid"
     fusion: Literal["rrf", "weighted"] | None = Field(
         None, description="how hybrid lists are fused (default from the service settings)"
     )
-    rerank: bool | None = Field(
+    rerank: StrictBool | None = Field(
         None, description="re-score the fused head with the trained cross-encoder (default "
         "from the service settings; needs a query text and a trained reranker)"
     )
@@ -158,110 +207,58 @@ class SearchResponse(BaseModel):
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    items: list[SentimentRequest] = Field(..., description="reviews, answered in the same order")
+    items: list[SentimentRequest] = Field(..., description="reviews, answered in the same order",
+                                          json_schema_extra={"minItems": 1})
 
 
 class BatchResponse(BaseModel):
     items: list[Prediction]
 
 
-class ErrorBody(BaseModel):
-    error: str = Field(description="machine-readable error type")
-    message: str = Field(description="what was wrong, in words")
-
-
-_STATUS: list[tuple[type[Exception], int]] = [
-    (PayloadTooLarge, 413),
-    (ImageFetchRefused, 400),
-    (ImageFetchFailed, 400),
-    (InvalidInput, 422),
-    (ModelNotFound, 404),
-    (ModelNotReady, 503),
-    (ServiceUnavailable, 503),
-    (UpstreamError, 502),
-]
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 404, 413, 422, 502, 503)
-}
-
-
-def _error(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": kind, "message": message})
-
-
 def _add_exception_handlers(app: FastAPI) -> None:
-    """Every error-to-status mapping of the API, in one place."""
+    """The errors FastAPI itself raises (unknown routes, validation) and the platform's own,
+    answered through ``errors.error_response`` like everything else."""
+
+    def context(request: Request) -> dict[str, Any]:
+        state = state_of(request.scope)
+        return {"request_id": state.get("request_id"), "key": state.get("key"),
+                "route": request.url.path, "metrics": app.state.metrics}
 
     @app.exception_handler(ShopsenseError)
-    async def _shopsense_error(_: Request, exc: ShopsenseError) -> JSONResponse:
-        for cls, status in _STATUS:
-            if isinstance(exc, cls):
-                return _error(status, type(exc).__name__, str(exc))
-        return _error(500, type(exc).__name__, str(exc))
+    async def _shopsense_error(request: Request, exc: ShopsenseError) -> JSONResponse:
+        return error_response(exc, **context(request))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Unknown paths (404) and methods (405) answer in the API's error shape too.
-        kind = "".join(w.capitalize() for w in HTTPStatus(exc.status_code).phrase.split())
+        kind = kind_of_status(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else kind
         if exc.status_code == 404:
             message = "no such route; see /docs for the API and / for the web page"
-        return JSONResponse(status_code=exc.status_code,
-                            content={"error": kind, "message": message},
-                            headers=getattr(exc, "headers", None))
+        ctx = context(request)
+        note_error(exc.status_code, kind.lower(), request_id=ctx["request_id"], key=ctx["key"],
+                   route=ctx["route"], metrics=ctx["metrics"], detail=message)
+        return error_json(exc.status_code, kind, message, ctx["request_id"],
+                          getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         parts = []
         for err in exc.errors()[:5]:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-        return _error(422, "InvalidInput", "; ".join(parts) or "invalid request")
-
-
-class BodySizeLimit:
-    """ASGI middleware: 413 for bodies over ``max_bytes`` (declared or streamed)."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        too_large = JSONResponse(
-            status_code=413,
-            content={"error": "PayloadTooLarge",
-                     "message": f"request body over {self.max_bytes} bytes"},
-        )
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await too_large(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise PayloadTooLarge(f"request body over {self.max_bytes} bytes")
-            return message
-
-        try:
-            return await self.app(scope, limited_receive, send)
-        except PayloadTooLarge:
-            return await too_large(scope, receive, send)
+        return error_response(InvalidInput("; ".join(parts) or "invalid request"),
+                              **context(request))
 
 
 class ObserveRequests:
     """ASGI middleware: request counts, errors and latency per route (pure ASGI: Starlette's
     ``BaseHTTPMiddleware`` costs a task and a stream per request)."""
 
-    def __init__(self, app, metrics: ApiMetrics) -> None:
+    def __init__(self, app, metrics: ApiMetrics, routes: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     @staticmethod
     def route_label(scope) -> str:
@@ -269,13 +266,18 @@ class ObserveRequests:
         ``unmatched``: a label value per route, never per requested path."""
         route = scope.get("route")
         path = getattr(route, "path", None)
-        return path if isinstance(path, str) and path else "unmatched"
+        if isinstance(path, str) and path:
+            return path
+        # refused before routing (key, rate, size): the path, if it is one of the API's routes
+        known = scope.get("shopsense.routes")
+        return scope.get("path", "") if known and scope.get("path") in known else "unmatched"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = {"code": 500}
+        scope["shopsense.routes"] = self.routes
 
         async def send_wrapper(message):
             if message["type"] == "http.response.start":
@@ -292,19 +294,34 @@ class ObserveRequests:
             self.metrics.requests.labels(route, str(code)).inc()
             if code >= 400:
                 self.metrics.errors.labels(route, str(code)).inc()
+            key = state_of(scope).get("key")
+            if key is not None:
+                self.metrics.key_requests.labels(key, str(code)).inc()
 
 
-async def _load_image(value: str, settings: Settings):
-    if not value.strip():
-        raise InvalidInput("image is empty")
-    raw = await asyncio.to_thread(load_image_bytes, value.strip(), settings.images)
-    return await asyncio.to_thread(
-        decode_image, raw, max_bytes=settings.images.max_bytes,
-        max_pixels=settings.images.max_pixels,
-    )
+class ImageLoader:
+    """Images of one request: URLs through the replica's ``ImageFetcher`` (this request's
+    share and deadline), bytes decoded by the replica's ``ImageDecoder``."""
+
+    def __init__(self, settings: Settings, decoder: ImageDecoder, fetches: FetchSession) -> None:
+        self.settings = settings
+        self.decoder = decoder
+        self.fetches = fetches
+
+    async def load(self, value: str):
+        text = value.strip()
+        if not text:
+            raise InvalidInput("image is empty")
+        url = image_url(text)
+        if url is not None:
+            raw = await self.fetches.fetch(url)
+        else:
+            raw = await self.decoder.run(load_image_bytes, text, self.settings.images)
+        return await self.decoder.decode(raw)
 
 
-async def to_input(req: SentimentRequest, settings: Settings) -> ClassifierInput:
+async def to_input(req: SentimentRequest, settings: Settings,
+                   images: ImageLoader) -> ClassifierInput:
     """Validate one request item and decode its image (off the event loop)."""
     text = req.text
     if text is not None and not text.strip():
@@ -317,10 +334,64 @@ async def to_input(req: SentimentRequest, settings: Settings) -> ClassifierInput
         )
     image = None
     if req.image is not None:
-        image = await _load_image(req.image, settings)
+        image = await images.load(req.image)
     if text is None and image is None:
         raise InvalidInput("give text, an image, or both")
     return ClassifierInput(text=text, image=image)
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def repeated_terms(query: str, *, max_terms: int, max_repeats: int) -> None:
+    """Refuse a search query of more than ``max_terms`` words or with one word more than
+    ``max_repeats`` times (BM25 scores each occurrence as a clause: 3,333 copies of one word
+    cost 200x a single one)."""
+    words = [w.lower() for w in _WORD.findall(query)]
+    if len(words) > max_terms:
+        raise InvalidInput(f"query has {len(words)} words; the limit is {max_terms}")
+    if words:
+        word, count = Tally(words).most_common(1)[0]
+        if count > max_repeats:
+            raise InvalidInput(f"query repeats {word[:40]!r} {count} times; the limit is "
+                               f"{max_repeats} (repeating a word does not find more)")
+
+
+def collapse_terms(text: str, *, max_terms: int, max_repeats: int) -> str:
+    """The query a similar-review lookup sends: the first ``max_terms`` words, each kept at
+    most ``max_repeats`` times (the prediction must stand whatever the review says, so the
+    lookup trims instead of refusing). Text without excess comes back unchanged."""
+    words = _WORD.findall(text)
+    if len(words) <= max_repeats or (
+            len(words) <= max_terms
+            and Tally(w.lower() for w in words).most_common(1)[0][1] <= max_repeats):
+        return text
+    seen: Tally[str] = Tally()
+    kept = []
+    for w in words:
+        low = w.lower()
+        seen[low] += 1
+        if seen[low] <= max_repeats:
+            kept.append(w)
+            if len(kept) >= max_terms:
+                break
+    return " ".join(kept)
+
+
+def _remaining(request: Request, settings: Settings) -> float:
+    """Seconds left of this request's ``deadline_s`` (counted from the guard's admission)."""
+    started = state_of(request.scope).get("started", time.monotonic())
+    return started + settings.serve.deadline_s - time.monotonic()
+
+
+async def within_deadline(request: Request, settings: Settings, work):
+    """Await ``work`` within the request's deadline (``DeadlineExceeded``, 504, past it)."""
+    try:
+        async with asyncio.timeout(max(0.0, _remaining(request, settings))):
+            return await work
+    except TimeoutError:
+        raise DeadlineExceeded(f"the request took longer than its "
+                               f"{settings.serve.deadline_s:g}s budget") from None
 
 
 # The longest query text sent to the retrievers for similar reviews (BM25 over a whole long
@@ -334,7 +405,8 @@ RECENT_MAX_BUCKETS = 720
 
 def build_api(service: ClassifierService, settings: Settings,
               search: SearchService | None = None,
-              recent: RecentPredictions | None = None) -> FastAPI:
+              recent: RecentPredictions | None = None,
+              echo_request_id: bool = True) -> FastAPI:
     """The FastAPI app over ``service`` (and ``search`` for similar reviews), with the web page.
     ``recent`` is the ring buffer of recent predictions (a new one of ``RECENT_CAPACITY``
     entries by default). The same app runs inside Ray Serve and in tests."""
@@ -347,10 +419,36 @@ def build_api(service: ClassifierService, settings: Settings,
     )
     app.state.metrics = metrics
     app.state.recent = recent
+    retry = settings.serve.retry_after_s
+    decoder = ImageDecoder(settings.images, retry_after_s=retry)
+    fetcher = ImageFetcher(settings.images, retry_after_s=retry)
+    app.state.decoder, app.state.fetcher = decoder, fetcher
+    keyring = keyring_from_settings(settings)  # a bad keys file fails here, at start-up
+    app.state.keyring = keyring
     _add_exception_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.serve.max_body_bytes)
+    max_items = settings.serve.max_batch_items
 
-    app.add_middleware(ObserveRequests, metrics=metrics)
+    def too_many_items(containers: int, commas: int) -> PayloadTooLarge:
+        if containers - 2 > max_items:  # the outer object and the items list, then one each
+            return PayloadTooLarge(f"the body holds about {containers - 2} items; "
+                                   f"the limit is {max_items}")
+        return PayloadTooLarge(f"the body holds more values ({commas + 1}) than {max_items} "
+                               f"items can; the limit is {max_items} items")
+
+    # Structure budgets: what the routes' schemas allow (SentimentRequest: 5 fields; the search
+    # request: 7 fields, filters 4, rating 2), with some slack so that a slightly wrong body
+    # still gets the schema's own message.
+    budgets = {
+        "/v1/sentiment": JsonBudget(max_containers=3, max_commas=16),
+        "/v1/sentiment/batch": JsonBudget(max_containers=max_items + 3,
+                                          max_commas=5 * max_items + 8,
+                                          too_many=too_many_items),
+        "/v1/search": JsonBudget(max_containers=6, max_commas=24),
+    }
+    app.add_middleware(RequestGuard, settings=settings, metrics=metrics, keyring=keyring,
+                       budgets=budgets, echo_request_id=echo_request_id)
+    api_routes = frozenset(budgets) | {"/v1/predictions/recent"}
+    app.add_middleware(ObserveRequests, metrics=metrics, routes=api_routes)
 
     model_cache: dict[str, Any] = {}
 
@@ -362,29 +460,44 @@ def build_api(service: ClassifierService, settings: Settings,
                                       info["backend"]).set(1)
         return model_cache["model"]
 
-    async def similar(req: SentimentRequest, item: ClassifierInput) -> list[SimilarReview]:
+    async def similar(req: SentimentRequest, item: ClassifierInput,
+                      request_id: str | None) -> list[SimilarReview]:
         k = settings.serve.similar_k if req.similar_k is None else req.similar_k
         mode = settings.serve.similar_mode
         if search is None or k == 0 or (mode == "sparse" and not item.text):
             return []
-        query = item.text[:SIMILAR_QUERY_CHARS] if item.text else None
+        query = None
+        if item.text:
+            query = collapse_terms(item.text[:SIMILAR_QUERY_CHARS],
+                                   max_terms=settings.serve.max_query_terms,
+                                   max_repeats=settings.serve.max_term_repeats)
         image = item.image if mode != "sparse" else None
         try:
-            hits = await search.search(query, image, k=k, mode=mode)
+            async with asyncio.timeout(settings.serve.similar_deadline_s):
+                hits = await search.search(query, image, k=k, mode=mode)
+        except TimeoutError:
+            metrics.similar_skipped.labels("deadline").inc()
+            log.warning("request %s: similar reviews skipped: no answer within %gs",
+                        request_id, settings.serve.similar_deadline_s)
+            return []
         except Exception as exc:  # noqa: BLE001 - the prediction stands without neighbours
             metrics.retrieval_failures.labels("similar", type(exc).__name__).inc()
-            log.warning("similar reviews unavailable: %s: %s", type(exc).__name__, exc)
+            metrics.similar_skipped.labels("error").inc()
+            log.warning("request %s: similar reviews unavailable: %s: %s", request_id,
+                        type(exc).__name__, exc)
             return []
         return [SimilarReview(id=h["id"], text=h["text"], label=h.get("label"),
                               score=round(float(h["score"]), 6)) for h in hits]
 
-    async def predict(reqs: list[SentimentRequest]) -> list[Prediction]:
+    async def predict(request: Request, reqs: list[SentimentRequest]) -> list[Prediction]:
         start = time.perf_counter()
-        items = list(await asyncio.gather(*(to_input(r, settings) for r in reqs)))
+        rid = state_of(request.scope).get("request_id")
+        images = ImageLoader(settings, decoder, fetcher.session())
+        items = list(await asyncio.gather(*(to_input(r, settings, images) for r in reqs)))
         ref = await model_ref()
         outputs, neighbours = await asyncio.gather(
             service.classify(items),
-            asyncio.gather(*(similar(r, i) for r, i in zip(reqs, items, strict=True))),
+            asyncio.gather(*(similar(r, i, rid) for r, i in zip(reqs, items, strict=True))),
         )
         latency = (time.perf_counter() - start) * 1000
         preds = []
@@ -401,23 +514,27 @@ def build_api(service: ClassifierService, settings: Settings,
 
     @app.post("/v1/sentiment", response_model=Prediction, responses=ERROR_RESPONSES,
               summary="Sentiment of one review (text, photo or both)")
-    async def sentiment(req: SentimentRequest) -> Prediction:
-        return (await predict([req]))[0]
+    async def sentiment(req: SentimentRequest, request: Request) -> Prediction:
+        return (await within_deadline(request, settings, predict(request, [req])))[0]
 
     @app.post("/v1/sentiment/batch", response_model=BatchResponse, responses=ERROR_RESPONSES,
               summary=f"Sentiment of up to {settings.serve.max_batch_items} reviews, in order")
-    async def sentiment_batch(req: BatchRequest) -> BatchResponse:
+    async def sentiment_batch(req: BatchRequest, request: Request) -> BatchResponse:
         if not req.items:
             raise InvalidInput("items is empty")
         if len(req.items) > settings.serve.max_batch_items:
             raise PayloadTooLarge(
                 f"{len(req.items)} items; the limit is {settings.serve.max_batch_items}"
             )
-        return BatchResponse(items=await predict(req.items))
+        return BatchResponse(items=await within_deadline(request, settings,
+                                                         predict(request, req.items)))
 
     @app.post("/v1/search", response_model=SearchResponse, responses=ERROR_RESPONSES,
               summary="Indexed reviews similar to a query text and/or photo")
-    async def search_reviews(req: SearchRequest) -> SearchResponse:
+    async def search_reviews(req: SearchRequest, request: Request) -> SearchResponse:
+        return await within_deadline(request, settings, run_search(req, request))
+
+    async def run_search(req: SearchRequest, request: Request) -> SearchResponse:
         start = time.perf_counter()
         if search is None:
             raise ServiceUnavailable("retrieval is switched off in this deployment "
@@ -434,7 +551,12 @@ def build_api(service: ClassifierService, settings: Settings,
             raise InvalidInput("sparse (BM25) search needs a query text")
         if req.mode == "sparse" and req.image is not None:
             raise InvalidInput("sparse (BM25) search cannot use an image; use hybrid or dense")
-        image = await _load_image(req.image, settings) if req.image is not None else None
+        if query is not None:
+            repeated_terms(query, max_terms=settings.serve.max_query_terms,
+                           max_repeats=settings.serve.max_term_repeats)
+        image = None
+        if req.image is not None:
+            image = await ImageLoader(settings, decoder, fetcher.session()).load(req.image)
         kwargs: dict[str, Any] = {"k": req.k, "mode": req.mode}
         if req.filters is not None:
             kwargs["filters"] = req.filters.as_retrieval()
@@ -448,7 +570,8 @@ def build_api(service: ClassifierService, settings: Settings,
             raise
         except Exception as exc:  # noqa: BLE001 - an unexpected retriever failure
             metrics.retrieval_failures.labels("search", type(exc).__name__).inc()
-            raise UpstreamError(f"retrieval failed: {type(exc).__name__}: {exc}") from exc
+            # the detail is logged (under the request id) by the error handler, never answered
+            raise platform_error(exc, retry_after_s=settings.serve.retry_after_s) from exc
         return SearchResponse(hits=[Hit(**h) for h in hits], mode=req.mode,
                               latency_ms=round((time.perf_counter() - start) * 1000, 2))
 
@@ -480,11 +603,13 @@ def build_api(service: ClassifierService, settings: Settings,
 
     @app.get("/readyz", summary="Readiness: the classifier is loaded and answers",
              responses={503: {"model": ErrorBody}})
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
         try:
             ref = await asyncio.wait_for(model_ref(), timeout=10)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return _error(503, "ModelNotReady", f"classifier not ready: {exc}")
+            rid = state_of(request.scope).get("request_id")
+            log.warning("request %s: classifier not ready: %s: %s", rid, type(exc).__name__, exc)
+            return error_json(503, "ModelNotReady", "classifier not ready yet", rid)
         return JSONResponse({"status": "ready", "model": ref.model_dump()})
 
     @app.get("/metrics", summary="Prometheus metrics (text exposition format)")
@@ -492,7 +617,30 @@ def build_api(service: ClassifierService, settings: Settings,
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     mount_ui(app)
+    _schema_limits(app, settings)
     return app
+
+
+def _schema_limits(app: FastAPI, settings: Settings) -> None:
+    """The OpenAPI schema with this deployment's limits (text length, batch size), which the
+    code enforces with its own messages."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            parts = schema.get("components", {}).get("schemas", {})
+            for name, field in (("SentimentRequest", "text"), ("SearchRequest", "query")):
+                prop = parts.get(name, {}).get("properties", {}).get(field, {})
+                for option in prop.get("anyOf", [prop]):
+                    if option.get("type") == "string":
+                        option["maxLength"] = settings.serve.max_text_chars
+            items = parts.get("BatchRequest", {}).get("properties", {}).get("items")
+            if items is not None:
+                items["maxItems"] = settings.serve.max_batch_items
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 class LocalClassifierService:
@@ -502,7 +650,10 @@ class LocalClassifierService:
         self.backend = backend
 
     async def classify(self, items: list[ClassifierInput]) -> list[tuple[ClassifierOutput, int]]:
-        outs = await asyncio.to_thread(self.backend.predict_batch, items)
+        outs = await asyncio.to_thread(predict_isolated, self.backend, items)
+        for o in outs:
+            if isinstance(o, Exception):
+                raise o
         return [(o, len(items)) for o in outs]
 
     async def describe(self) -> dict[str, Any]:

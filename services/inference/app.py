@@ -4,7 +4,13 @@ retrieval service's ``Retriever`` (similar reviews, ``/v1/search``).
     app = SentimentAPI.bind(Classifier.bind(args), args, Retriever.bind(env))
 
 ``Classifier`` wraps one backend (torch or vllm) and batches requests dynamically with
-``@serve.batch``; batch size and wait are retuned live through ``user_config``. Build it with
+``@serve.batch``; batch size and wait are retuned live through ``user_config``. A batch that
+fails is retried item by item, so one bad item fails its own request alone.
+
+Backpressure: each deployment has ``max_ongoing_requests`` and ``max_queued_requests``
+(settings ``serve.ingress_max_queued``, ``classifier_max_ongoing``, ``classifier_max_queued``);
+past them Serve refuses at once (the ingress with 503 and ``Retry-After``; a classifier call
+raises ``BackPressureError``, answered as 503 ``Overloaded``) instead of queueing without end. Build it with
 ``build_app(AppArgs(...))`` or from a Serve config file (``import_path:
 services.inference.app:app_builder``, ``args: {...}``), as KubeRay's serveConfigV2 does.
 """
@@ -17,12 +23,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from ray import serve
+from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from shopsense.settings import Settings
 
 from services.inference.api import build_api
-from services.inference.backends.base import ClassifierInput, ClassifierOutput
+from services.inference.backends.base import ClassifierInput, ClassifierOutput, predict_isolated
+from services.inference.errors import platform_error
 from services.retrieval.deployment import HandleSearchService, Retriever
 
 
@@ -94,30 +102,49 @@ class Classifier:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def predict_batched(
         self, items: list[ClassifierInput]
-    ) -> list[tuple[ClassifierOutput, int]]:
-        outputs = await asyncio.to_thread(self.backend.predict_batch, items)
-        return [(o, len(items)) for o in outputs]
+    ) -> list[tuple[ClassifierOutput, int] | Exception]:
+        # An exception returned in an item's place reaches that caller only (serve.batch
+        # fails every caller of the batch when the function raises).
+        outputs = await asyncio.to_thread(predict_isolated, self.backend, items)
+        return [o if isinstance(o, Exception) else (o, len(items)) for o in outputs]
 
     async def predict(self, item: ClassifierInput) -> tuple[ClassifierOutput, int]:
         if self.batching:
-            return await self.predict_batched(item)
-        return (self.backend.predict_batch([item])[0], 1)
+            result = await self.predict_batched(item)
+        else:
+            result = (await asyncio.to_thread(predict_isolated, self.backend, [item]))[0]
+            result = result if isinstance(result, Exception) else (result, 1)
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.backend.model.model_dump(), "backend": self.backend.name}
 
 
 class HandleClassifierService:
-    """``ClassifierService`` over a Serve handle: one call per item, batched by the replica."""
+    """``ClassifierService`` over a Serve handle: one call per item, batched by the replica.
+    A caller that gives up (its deadline) cancels the calls it still waits for."""
 
-    def __init__(self, handle: DeploymentHandle) -> None:
+    def __init__(self, handle: DeploymentHandle, *, retry_after_s: float = 1.0) -> None:
         self.handle = handle
+        self.retry_after_s = retry_after_s
+
+    async def _await(self, response):
+        try:
+            return await response
+        except asyncio.CancelledError:
+            response.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to the platform's error
+            raise platform_error(exc, retry_after_s=self.retry_after_s) from None
 
     async def classify(self, items: list[ClassifierInput]) -> list[tuple[ClassifierOutput, int]]:
-        return list(await asyncio.gather(*(self.handle.predict.remote(i) for i in items)))
+        return list(await asyncio.gather(
+            *(self._await(self.handle.predict.remote(i)) for i in items)))
 
     async def describe(self) -> dict[str, Any]:
-        return await self.handle.describe.remote()
+        return await self._await(self.handle.describe.remote())
 
 
 @serve.deployment(name="SentimentAPI", max_ongoing_requests=512)
@@ -127,11 +154,13 @@ class SentimentAPI:
                  retriever: DeploymentHandle | None = None) -> None:
         os.environ.update(args.get("settings_env") or {})
         self.settings = AppArgs(**args).settings()
-        self.service = HandleClassifierService(classifier)
+        self.service = HandleClassifierService(classifier,
+                                               retry_after_s=self.settings.serve.retry_after_s)
         self.search = HandleSearchService(retriever) if retriever is not None else None
 
     def __serve_build_asgi_app__(self):
-        return build_api(self.service, self.settings, self.search)
+        # Serve's proxy sets and answers X-Request-Id itself: the API uses its id, adds none
+        return build_api(self.service, self.settings, self.search, echo_request_id=False)
 
 
 def build_app(args: AppArgs) -> serve.Application:
@@ -142,14 +171,24 @@ def build_app(args: AppArgs) -> serve.Application:
         num_replicas=s.serve.classifier_replicas,
         ray_actor_options={"num_cpus": args.classifier_num_cpus,
                            "num_gpus": args.classifier_num_gpus},
+        max_ongoing_requests=s.serve.classifier_max_ongoing,
+        max_queued_requests=s.serve.classifier_max_queued,
     )
-    api = SentimentAPI.options(num_replicas=s.serve.ingress_replicas,
-                               ray_actor_options={"num_cpus": 0})
+    api = SentimentAPI.options(
+        num_replicas=s.serve.ingress_replicas, ray_actor_options={"num_cpus": 0},
+        # the API's own admission (max_in_flight) answers first, in its JSON shape; this
+        # bounds what can wait in front of it
+        max_ongoing_requests=s.serve.max_in_flight + 32,
+        max_queued_requests=s.serve.ingress_max_queued,
+        backpressure_config=BackpressureConfig(
+            status_code=503, retry_after_s=max(1.0, s.serve.retry_after_s)),
+    )
     if not s.serve.retrieval:
         return api.bind(classifier.bind(a), a)
     retriever = Retriever.options(
         num_replicas=s.serve.retriever_replicas,
         ray_actor_options={"num_cpus": args.retriever_num_cpus},
+        max_queued_requests=s.serve.retriever_max_queued,
     )
     return api.bind(classifier.bind(a), a, retriever.bind(args.settings_env))
 

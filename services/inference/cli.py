@@ -61,6 +61,11 @@ def serve_cmd(
         from shopsense.registry import resolve
 
         resolve(s, model)
+    from services.inference.guard import keyring_from_settings
+
+    keyring = keyring_from_settings(s)  # and on an unreadable API keys file
+    if keyring is not None:
+        typer.echo(f"API keys on: {len(keyring.names)} keys from {keyring.path}", err=True)
     if background:
         argv = [sys.executable, "-c", "from shopsense.cli import main; main()", "serve",
                 "--host", host, "--port", str(port)]
@@ -101,7 +106,9 @@ def serve_cmd(
     ray.init(num_cpus=max(4, os.cpu_count() or 1), include_dashboard=False,
              configure_logging=False, log_to_driver=False)
     # No per-request access log: on a small machine it costs a measurable share of CPU.
-    serve.start(http_options={"host": host, "port": port},
+    serve.start(http_options={"host": host, "port": port,
+                              # a backstop behind the API's own deadline (serve.deadline_s)
+                              "request_timeout_s": s.serve.request_timeout_s},
                 logging_config={"log_level": "WARNING", "enable_access_log": False})
     serve.run(build_app(args), name="shopsense", route_prefix="/")
     typer.echo(f"serving on {url} (docs {url}/docs); Ctrl-C stops", err=True)

@@ -199,6 +199,22 @@ class ApiMetrics:
             "Retrieval calls that failed, by operation (similar, search) and error type",
             ["operation", "error"], registry=self.registry,
         )
+        self.rejected = Counter(
+            "shopsense_rejected_requests_total",
+            "Requests answered with an error, by reason (unauthorized, rate_limited, "
+            "overloaded, too_large, invalid_input, deadline, ...) and API key name ('anonymous' "
+            "with auth off, 'unknown' for a missing or wrong key; never the key itself)",
+            ["reason", "key"], registry=self.registry,
+        )
+        self.key_requests = Counter(
+            "shopsense_key_requests_total", "/v1/ requests by API key name and status code",
+            ["key", "code"], registry=self.registry,
+        )
+        self.similar_skipped = Counter(
+            "shopsense_similar_skipped_total",
+            "Predictions answered without similar reviews because the lookup ran out of its "
+            "time budget or failed, by reason", ["reason"], registry=self.registry,
+        )
         self.model_info = Gauge(
             "shopsense_model_info", "The model version in service (value 1)",
             ["name", "version", "backend"], registry=self.registry,

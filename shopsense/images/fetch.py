@@ -9,23 +9,27 @@ redirect the request (DNS rebinding).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
+import re
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
 
-from shopsense.errors import ImageFetchFailed, ImageFetchRefused, PayloadTooLarge
+from shopsense.errors import ImageFetchFailed, ImageFetchRefused, Overloaded, PayloadTooLarge
 from shopsense.settings import ImageSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 USER_AGENT = "shopsense-image-fetch/1"
+_ORIGIN = re.compile(r"^(?:\[([0-9a-f:.]+)\]|([^:\[\]]+)):(\d{1,5})$")
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 # Instance-metadata and host-agent endpoints of the common clouds. They are refused even when
@@ -110,20 +114,28 @@ def is_public_address(address: str | IPAddress) -> bool:
 
 @dataclass(frozen=True)
 class AllowList:
-    """``ImageSettings.allow_hosts`` parsed: exact host names, ``*.suffix`` wildcards, CIDRs."""
+    """``ImageSettings.allow_hosts`` parsed: exact host names, ``*.suffix`` wildcards, CIDRs,
+    and ``host:port`` / ``[v6]:port`` origins (that host on that port only)."""
 
     hosts: frozenset[str] = frozenset()
     suffixes: tuple[str, ...] = ()
     networks: tuple[IPNetwork, ...] = field(default=())
+    origins: frozenset[tuple[str, int]] = frozenset()
 
     @classmethod
     def parse(cls, entries: Iterable[str]) -> AllowList:
         hosts: set[str] = set()
         suffixes: list[str] = []
         networks: list[IPNetwork] = []
+        origins: set[tuple[str, int]] = set()
         for raw in entries:
             entry = raw.strip().lower().rstrip(".")
             if not entry:
+                continue
+            origin = _ORIGIN.match(entry)
+            if origin is not None:
+                origins.add((_normalise_host(origin.group(1) or origin.group(2)),
+                             int(origin.group(3))))
                 continue
             try:
                 networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
@@ -134,7 +146,10 @@ class AllowList:
                 suffixes.append(entry[1:])  # ".example.com"
             else:
                 hosts.add(entry)
-        return cls(frozenset(hosts), tuple(suffixes), tuple(networks))
+        return cls(frozenset(hosts), tuple(suffixes), tuple(networks), frozenset(origins))
+
+    def origin_allowed(self, host: str, port: int | None) -> bool:
+        return port is not None and (_normalise_host(host), port) in self.origins
 
     def host_allowed(self, host: str) -> bool:
         name = _normalise_host(host)
@@ -147,12 +162,13 @@ class AllowList:
         return any(c.version == n.version and c in n for c in candidates for n in self.networks)
 
 
-def check_address(ip: IPAddress, *, host: str, allow: AllowList) -> None:
-    """Raise ``ImageFetchRefused`` unless ``ip`` may be fetched from for ``host``."""
+def check_address(ip: IPAddress, *, host: str, allow: AllowList, port: int | None = None) -> None:
+    """Raise ``ImageFetchRefused`` unless ``ip`` may be fetched from for ``host`` (on ``port``)."""
     reason = address_block_reason(ip)
-    if reason is None or allow.address_allowed(ip):
+    if reason is None or allow.address_allowed(ip) or allow.origin_allowed(str(ip), port):
         return
-    if allow.host_allowed(host) and reason != "cloud metadata":
+    named = allow.host_allowed(host) or allow.origin_allowed(host, port)
+    if named and reason != "cloud metadata":
         return
     shown = f" ({ip})" if _is_ip_literal(host) else ""
     raise ImageFetchRefused(
@@ -181,15 +197,30 @@ def resolve_host(host: str, port: int) -> list[IPAddress]:
 
 
 def fetch_image(
-    url: str, settings: ImageSettings, *, transport: httpx.BaseTransport | None = None
+    url: str, settings: ImageSettings, *, transport: httpx.BaseTransport | None = None,
+    check_url: Callable[[httpx.URL], None] | None = None, user_agent: str = USER_AGENT,
 ) -> bytes:
     """Download ``url`` under ``settings`` limits and return the body bytes.
 
     ``transport`` replaces the network transport (tests, custom TLS); it receives requests
-    already pinned to the validated address and is not closed here.
-    Raises ``ImageFetchRefused``, ``ImageFetchFailed`` or ``PayloadTooLarge``.
+    already pinned to the validated address and is not closed here. ``check_url`` is called
+    with the URL and every redirect target before it is requested, and raises
+    ``ImageFetchRefused`` to stop there (the scraper's robots.txt check). No redirect is
+    followed without the same checks as the first URL.
+    Raises ``ImageFetchRefused``, ``ImageFetchFailed`` (with the server's ``status`` and
+    ``retry_after_s`` when it answered an error) or ``PayloadTooLarge``.
     """
-    job = _FetchJob(_parse_url(url), settings, transport)
+    return safe_get(url, settings, transport=transport, check_url=check_url,
+                    user_agent=user_agent, accept="image/*")
+
+
+def safe_get(
+    url: str, settings: ImageSettings, *, accept: str, transport: httpx.BaseTransport | None = None,
+    check_url: Callable[[httpx.URL], None] | None = None, user_agent: str = USER_AGENT,
+) -> bytes:
+    """``fetch_image`` for any body (the scraper's robots.txt of a photo host): the same SSRF
+    guard, redirect checks, size cap and deadline, with ``Accept: accept``."""
+    job = _FetchJob(_parse_url(url), settings, transport, check_url, user_agent, accept)
     # DNS has no timeout and httpx's are per operation, so the whole fetch runs in a worker
     # and the caller waits at most ``fetch_timeout_s``; on expiry the open socket is shut down
     # and the worker ends within its own per-operation timeouts.
@@ -207,8 +238,13 @@ class _FetchJob:
     """One fetch, run on a worker thread; the caller reads ``body`` or ``error``."""
 
     def __init__(
-        self, url: httpx.URL, settings: ImageSettings, transport: httpx.BaseTransport | None
+        self, url: httpx.URL, settings: ImageSettings, transport: httpx.BaseTransport | None,
+        check_url: Callable[[httpx.URL], None] | None = None, user_agent: str = USER_AGENT,
+        accept: str = "image/*",
     ) -> None:
+        self.check_url = check_url
+        self.user_agent = user_agent
+        self.accept = accept
         self.current = url
         self.settings = settings
         self.transport = transport
@@ -265,7 +301,9 @@ class _FetchJob:
                     if not 200 <= response.status_code < 300:
                         raise ImageFetchFailed(
                             f"image URL returned HTTP {response.status_code} "
-                            f"{response.reason_phrase}".rstrip()
+                            f"{response.reason_phrase}".rstrip(),
+                            status=response.status_code,
+                            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
                         )
                     return self._read_body(response)
                 finally:
@@ -287,9 +325,11 @@ class _FetchJob:
         host = _host(url)
         port = url.port or (443 if url.scheme == "https" else 80)
         self._check_time()
+        if self.check_url is not None:
+            self.check_url(url)
         addresses = resolve_host(host, port)
         for ip in addresses:  # every answer must pass, not just the one we use
-            check_address(ip, host=host, allow=self.allow)
+            check_address(ip, host=host, allow=self.allow, port=port)
         try:
             pinned = url.copy_with(host=str(addresses[0]), fragment=None)
         except httpx.InvalidURL as exc:  # e.g. a scoped IPv6 address
@@ -299,8 +339,8 @@ class _FetchJob:
             pinned,
             headers={
                 "Host": url.netloc.decode("ascii"),
-                "User-Agent": USER_AGENT,
-                "Accept": "image/*",
+                "User-Agent": self.user_agent,
+                "Accept": self.accept,
                 "Accept-Encoding": "identity",
             },
             timeout=httpx.Timeout(self._check_time()),
@@ -341,6 +381,101 @@ class _FetchJob:
         if remaining <= 0 or self._cancelled.is_set():
             raise _timed_out(self.current, self.settings.fetch_timeout_s)
         return remaining
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date), or
+    ``None`` when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class ImageFetcher:
+    """URL fetches for one API replica, bounded on their own thread pool.
+
+    At most ``fetch_threads`` fetches run at once and ``fetch_queue`` wait; past that a request
+    with URLs is refused at once with ``Overloaded`` (503), so slow image servers can never
+    hold the threads that decode other callers' base64 images. Each request fetches at most
+    ``fetch_per_request`` URLs at once, all of them within ``fetch_deadline_s``
+    (:meth:`session`).
+    """
+
+    def __init__(self, settings: ImageSettings, *, retry_after_s: float = 1.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.settings = settings
+        self.retry_after_s = retry_after_s
+        self.transport = transport
+        self.executor = ThreadPoolExecutor(settings.fetch_threads,
+                                           thread_name_prefix="shopsense-fetch")
+        self._waiting = 0  # submitted to the pool and not finished (running or queued)
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._waiting
+
+    def _finished(self, _future) -> None:
+        with self._lock:
+            self._waiting -= 1
+
+    def session(self) -> FetchSession:
+        return FetchSession(self)
+
+    async def fetch(self, url: str) -> bytes:
+        with self._lock:
+            busy = self._waiting >= self.settings.fetch_threads + self.settings.fetch_queue
+            if not busy:
+                self._waiting += 1
+        if busy:
+            raise Overloaded("too many image URL fetches in progress; try again shortly or "
+                             "send the image as base64", retry_after_s=self.retry_after_s)
+        # Counted until the worker is done, even when the caller stops waiting (a fetch that
+        # already started runs to its own timeout): the bound is on threads really in use.
+        future = self.executor.submit(fetch_image, url, self.settings, transport=self.transport)
+        future.add_done_callback(self._finished)
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class FetchSession:
+    """One request's fetches: ``fetch_per_request`` at once, all within ``fetch_deadline_s``."""
+
+    def __init__(self, fetcher: ImageFetcher) -> None:
+        self.fetcher = fetcher
+        self.slots = asyncio.Semaphore(fetcher.settings.fetch_per_request)
+        self.deadline = time.monotonic() + fetcher.settings.fetch_deadline_s
+
+    async def fetch(self, url: str) -> bytes:
+        limit = self.fetcher.settings.fetch_deadline_s
+        try:
+            async with asyncio.timeout_at(_loop_deadline(self.deadline)):
+                async with self.slots:
+                    return await self.fetcher.fetch(url)
+        except TimeoutError:
+            raise ImageFetchFailed(
+                f"the request's image URLs took longer than {limit:g}s to fetch") from None
+
+
+def _loop_deadline(monotonic_deadline: float) -> float:
+    """A ``time.monotonic`` deadline on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())
 
 
 def _timed_out(url: httpx.URL, timeout_s: float) -> ImageFetchFailed:

@@ -41,6 +41,19 @@ def load_image_bytes(
     return decode_base64(text, max_bytes=settings.max_bytes)
 
 
+def image_url(value: str) -> str | None:
+    """The http(s) URL ``value`` is, ``None`` for inline data (base64, ``data:``); raises
+    ``ImageFetchRefused`` for any other URL scheme."""
+    text = value.strip()
+    match = _URL_SCHEME.match(text)
+    scheme = match.group(1).lower() if match else None
+    if scheme in ("http", "https"):
+        return text
+    if scheme is not None and scheme != "data":
+        raise ImageFetchRefused(f"image URL scheme {scheme!r} is not allowed; use http or https")
+    return None
+
+
 def decode_data_url(value: str, *, max_bytes: int) -> bytes:
     """Bytes of a ``data:image/<type>;base64,<payload>`` URL."""
     header, sep, payload = value.partition(",")

@@ -49,12 +49,17 @@ class LLMEndpoint:
 
 
 def runtime_available() -> bool:
+    """Whether llama-cpp-python (with its server) is installed. Looked up, not imported: its
+    native library brings its own OpenMP runtime, which must not share a process with torch's
+    (the two crash the interpreter at exit); only the server's child process loads it."""
+    from importlib.util import find_spec
+
     try:
-        import llama_cpp  # noqa: F401
-        import llama_cpp.server  # noqa: F401
-    except ImportError:
+        spec = find_spec("llama_cpp")  # a top-level name: finding it imports nothing
+    except (ImportError, ValueError):
         return False
-    return True
+    return spec is not None and any((Path(d) / "server" / "__main__.py").is_file()
+                                    for d in spec.submodule_search_locations or ())
 
 
 def _free_port(host: str) -> int:

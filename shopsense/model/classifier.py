@@ -153,7 +153,9 @@ class SentimentModel(nn.Module):
         model = cls(cfg, with_lora=False)
         peft = PeftModel.from_pretrained(model.text_encoder, str(path / "adapter"))
         model.text_encoder = peft.merge_and_unload()
-        model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu"))
+        # weights only: a bundle from the registry or a store must not run code when loaded
+        model.head.load_state_dict(torch.load(path / "head.pt", map_location="cpu",
+                                              weights_only=True))
         model.eval()
         return model
 

@@ -81,6 +81,12 @@ def test_pipeline_wiring_gpu_pool_secrets_and_retries():
     assert arts["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
     assert comps["comp-import-reviews"]["outputDefinitions"]["artifacts"]["train_data"][
         "artifactType"]["schemaTitle"] == "system.Dataset"
+    # the pipeline UI gets a confusion matrix and a Markdown report; a scrape is never cached
+    ev_out = comps["comp-evaluate-model"]["outputDefinitions"]["artifacts"]
+    assert ev_out["confusion"]["artifactType"]["schemaTitle"] == "system.ClassificationMetrics"
+    assert ev_out["summary"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    assert not dag["scrape-reviews"].get("cachingOptions", {}).get("enableCache")
+    assert dag["train-model"]["cachingOptions"]["enableCache"] is True
     # nothing is pip-installed at run time
     for name, ex in spec["deploymentSpec"]["executors"].items():
         assert "pip install" not in json.dumps(ex), name

@@ -89,3 +89,20 @@ def test_train_cli_registers_and_prints_clean_json(data_dir, tmp_path):
     p = run_cli("train", "--train-sets", "nope", "--json", env=env)
     assert p.returncode == 2 and p.stderr.strip().startswith("error:")
     assert "Traceback" not in p.stderr
+
+
+def test_shell_completion_script_and_completions(tmp_path):
+    """`shopsense --show-completion bash` prints a script; the completion protocol it uses
+    lists the sub-commands (entry-point ones included)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from shopsense.cli import main; main()"]
+    p = subprocess.run([*cmd, "--show-completion", "bash"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and "_SHOPSENSE_COMPLETE" in p.stdout.upper()
+    env = {**os.environ, "_SHOPSENSE_COMPLETE": "complete_bash", "COMP_WORDS": "shopsense co",
+           "COMP_CWORD": "1"}
+    p = subprocess.run([*cmd], capture_output=True, text=True, env=env, timeout=120)
+    assert "coldstart" in p.stdout.split()

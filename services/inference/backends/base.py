@@ -49,3 +49,22 @@ class ClassifierBackend(Protocol):
         ...
 
     def predict_batch(self, items: list[ClassifierInput]) -> list[ClassifierOutput]: ...
+
+
+def predict_isolated(backend: ClassifierBackend,
+                     items: list[ClassifierInput]) -> list[ClassifierOutput | Exception]:
+    """One forward pass over ``items``; if it fails, each item on its own, so that an item the
+    backend cannot take fails alone and its neighbours in the batch are still answered. The
+    result holds the exception in place of each failed item's output."""
+    try:
+        return list(backend.predict_batch(items))
+    except Exception as exc:  # noqa: BLE001 - isolated below
+        if len(items) == 1:
+            return [exc]
+    out: list[ClassifierOutput | Exception] = []
+    for item in items:
+        try:
+            out.append(backend.predict_batch([item])[0])
+        except Exception as exc:  # noqa: BLE001 - this item's own failure
+            out.append(exc)
+    return out

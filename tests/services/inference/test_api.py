@@ -86,7 +86,8 @@ def test_bad_input_gets_a_4xx_json_message(client, body, status, words):
     r = client.post("/v1/sentiment", json=body)
     assert r.status_code == status, r.text
     err = r.json()
-    assert set(err) == {"error", "message"} and err["message"]
+    assert set(err) == {"error", "message", "request_id"} and err["message"]
+    assert err["request_id"] == r.headers["x-request-id"]
     assert words.lower() in err["message"].lower()
 
 

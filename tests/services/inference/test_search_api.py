@@ -106,7 +106,7 @@ def test_bad_search_requests_are_4xx_with_a_message(client, body, status, needle
     r = client.post("/v1/search", json=body)
     assert r.status_code == status, r.text
     err = r.json()
-    assert set(err) == {"error", "message"} and needle in err["message"]
+    assert set(err) == {"error", "message", "request_id"} and needle in err["message"]
 
 
 def test_rerank_without_a_trained_reranker_is_a_clear_404(client, tmp_path, monkeypatch):
@@ -156,12 +156,18 @@ class _Broken:
         raise ConnectionError("qdrant went away")
 
 
-def test_a_retrieval_failure_keeps_the_prediction(torch_backend):
+def test_a_retrieval_failure_keeps_the_prediction(torch_backend, caplog):
     c = TestClient(build_api(LocalClassifierService(torch_backend), _settings(), _Broken()))
     p = c.post("/v1/sentiment", json={"text": "good dvd"})
     assert p.status_code == 200 and p.json()["similar"] == []
-    s = c.post("/v1/search", json={"query": "good dvd"})
-    assert s.status_code == 502 and "qdrant went away" in s.json()["message"]
+    with caplog.at_level("INFO", logger="shopsense.api"):
+        s = c.post("/v1/search", json={"query": "good dvd"})
+    # the upstream's words stay in the log, under the request id; the answer names neither
+    body = s.json()
+    assert s.status_code == 502 and body["error"] == "UpstreamError"
+    assert "qdrant" not in body["message"] and body["request_id"] in body["message"]
+    logged = [r.getMessage() for r in caplog.records if body["request_id"] in r.getMessage()]
+    assert any("qdrant went away" in m for m in logged)
     metrics = c.get("/metrics").text
     assert 'shopsense_retrieval_failures_total{error="ConnectionError",operation="similar"} 1.0' \
         in metrics

@@ -39,6 +39,7 @@ def reviews_jsonl(data_dir, tmp_path_factory):
 def service(registered_model, home, reviews_jsonl, tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "SHOPSENSE_HOME": str(home), "SHOPSENSE_SERVE__MAX_BATCH_ITEMS": "16",
+           "SHOPSENSE_SERVE__MAX_BODY_BYTES": "2000000",
            "SHOPSENSE_RETRIEVAL__DIR": str(tmp_path_factory.mktemp("serve-index")),
            "SHOPSENSE_RETRIEVAL__TEXT_MAX_LENGTH": "128"}
     p = _cli("index", "--data", str(reviews_jsonl[0]), env=env)
@@ -71,6 +72,42 @@ def test_batch_endpoint_and_limits(service):
     assert r.status_code == 413
     r = httpx.post(f"{url}/v1/sentiment", json={"image": "not base64!"}, timeout=30)
     assert r.status_code == 422 and r.json()["error"] == "InvalidImage"
+
+
+def test_bad_text_is_a_422_and_its_neighbours_are_answered(service):
+    """Issue 16 through Ray Serve's proxy: a lone surrogate among concurrent good requests."""
+    url, _ = service
+
+    async def burst():
+        async with httpx.AsyncClient(timeout=60) as c:
+            bad = c.post(f"{url}/v1/sentiment", content=b'{"text": "ok \\ud800 bad"}',
+                         headers={"content-type": "application/json"})
+            good = [c.post(f"{url}/v1/sentiment", json={"text": f"fine product {i}"})
+                    for i in range(8)]
+            return await asyncio.gather(bad, *good)
+
+    bad, *good = asyncio.run(burst())
+    assert bad.status_code == 422, bad.text
+    body = bad.json()
+    assert body["error"] == "InvalidInput" and "surrogate" in body["message"]
+    assert body["request_id"] == bad.headers["x-request-id"]
+    assert [g.status_code for g in good] == [200] * 8
+
+
+def test_a_chunked_body_over_the_cap_is_413_through_serve(service):
+    url, _ = service
+
+    def chunks():
+        for _ in range(30):
+            yield b" " * 100_000  # 3 MB without a Content-Length, over the 2 MB cap
+
+    r = httpx.post(f"{url}/v1/sentiment", content=chunks(), timeout=60,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge"
+    big = b'{"items": [' + b",".join([b"{}"] * 300_000) + b"]}"
+    r = httpx.post(f"{url}/v1/sentiment/batch", content=big, timeout=60,
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "limit is 16" in r.json()["message"]
 
 
 def test_concurrent_requests_are_batched(service):

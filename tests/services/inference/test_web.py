@@ -177,7 +177,7 @@ def test_category_and_product_are_validated(client):
         r = client.post("/v1/sentiment", json=body)
         assert r.status_code == 422, (body, r.text)
         err = r.json()
-        assert set(err) == {"error", "message"} and needle in err["message"]
+        assert set(err) == {"error", "message", "request_id"} and needle in err["message"]
     r = client.post("/v1/sentiment/batch", json={"items": [{"text": "a", "category": "x" * 65}]})
     assert r.status_code == 422 and "category" in r.json()["message"]
 
@@ -227,7 +227,7 @@ def test_recent_predictions_bad_params_are_422_with_a_message(client, params, ne
     r = client.get("/v1/predictions/recent", params=params)
     assert r.status_code == 422, r.text
     err = r.json()
-    assert set(err) == {"error", "message"} and needle in err["message"]
+    assert set(err) == {"error", "message", "request_id"} and needle in err["message"]
 
 
 def test_request_metrics_label_routes_not_paths(client):
