@@ -145,6 +145,10 @@ class _Counts:
         self.hits = self.misses = self.evictions = self.errors = 0
         self._m = register_metrics(metrics) if hasattr(metrics, "registry") else metrics
 
+    def attach(self, metrics: Any) -> None:
+        """Count into ``metrics`` (an ``ApiMetrics``) from now on."""
+        self._m = register_metrics(metrics)
+
     def _inc(self, what: str, n: int = 1) -> None:
         setattr(self, what, getattr(self, what) + n)
         if self._m is not None and n:
@@ -376,6 +380,15 @@ def _safe_url(url: str) -> str:
     netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
         f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def cache_metrics_for(cache: ResponseCache, metrics: Any) -> None:
+    """Let a cache built before the API count into the API's metrics (``build_api``)."""
+    counts = getattr(cache, "counts", None)
+    if counts is not None:
+        counts.attach(metrics)
+    else:  # NoCache: the counters exist (at zero) all the same
+        register_metrics(metrics)
 
 
 def build_cache(settings: CacheSettings | None = None, metrics: Any = None) -> ResponseCache:

@@ -519,9 +519,13 @@ class HybridRetriever:
         mode: str = "hybrid",
         fusion: str | None = None,
         rerank: bool | None = None,
+        image_features: tuple[str, np.ndarray] | None = None,
     ) -> list[Hit]:
         """Ranked reviews similar to ``query`` (text) and/or ``image`` (bytes or PIL image);
-        ``rerank`` (``None`` = the setting) re-scores the fused head (module docstring)."""
+        ``rerank`` (``None`` = the setting) re-scores the fused head (module docstring).
+        ``image_features`` = ``(encoder id, unit vector)`` of ``image`` computed elsewhere (the
+        classifier's image branch): used instead of encoding the photo again when the id is
+        this index's image encoder (``ImageEmbedder.encoder_id``), else ignored."""
         if mode not in MODES:
             raise InvalidInput(f"unknown mode {mode!r}; choose {', '.join(MODES)}")
         if not 1 <= k <= MAX_K:
@@ -546,6 +550,10 @@ class HybridRetriever:
             raise InvalidInput("sparse (BM25) search cannot use an image; use hybrid or dense")
         if rerank and not text:
             raise InvalidInput("reranking needs a query text")
+        if (image is not None and image_features is not None
+                and image_features[0] is not None
+                and image_features[0] == getattr(self.image_embedder, "encoder_id", None)):
+            image = np.asarray(image_features[1], dtype=np.float32).reshape(-1)
         do_rerank = (self.settings.rerank if rerank is None else rerank) and bool(text)
         reranker = self.reranker if do_rerank else None  # fails before searching if untrained
         depth = max(k, self.settings.candidates)

@@ -17,6 +17,8 @@ class ClassifierInput:
 
     text: str | None = None
     image: Image.Image | None = None  # RGB, already size-checked
+    # sha256 of the photo's encoded bytes (the response cache's key); not sent to the model
+    image_sha256: str | None = field(default=None, compare=False, repr=False)
 
     def modalities(self) -> list[str]:
         return [m for m, v in (("text", self.text), ("image", self.image)) if v is not None]
