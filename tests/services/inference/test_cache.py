@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import pytest
 
@@ -19,21 +18,9 @@ from services.inference.cache import (
     response_key,
 )
 from services.inference.metrics import ApiMetrics
-from tests.servers import ServerDidNotStart, free_port, redis_bin, redis_server
+from tests.servers import free_port
 
 
-@pytest.fixture()
-def redis_url():
-    if redis_bin() is None:
-        msg = "redis-server is not installed: run `make redis`"
-        if os.environ.get("SHOPSENSE_REQUIRE_REDIS") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    try:
-        with redis_server() as (url, proc):
-            yield url, proc
-    except ServerDidNotStart as exc:
-        pytest.fail(str(exc))
 
 
 def run(coro):
