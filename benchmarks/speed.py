@@ -1,4 +1,4 @@
-"""Speed and memory of the shopsense classifier, in-process and through the real Ray Serve app.
+"""Speed and memory of the shopsense classifier, in-process and through the real service.
 
     .venv/bin/python benchmarks/speed.py                      # everything, default sizes
     .venv/bin/python benchmarks/speed.py --load wrk --json out/speed.json
@@ -14,6 +14,14 @@ What it measures, on this machine, in one run:
    asyncio httpx client by default, ``wrk`` with ``--load wrk``);
 3. peak RSS of the serving process tree (driver, raylet, GCS, Serve controller, proxy,
    replicas) sampled during the load, and its largest process (the classifier replica).
+
+4. the text encoder's engines (``--engines``): in-process batch-1 and batch-32 throughput, and
+   accuracy and agreement with the torch engine on the bundle's held-out sets;
+5. side by side (``--side``): the plain FastAPI peer (``benchmarks/peer_app.py``) and
+   ``shopsense serve`` on the ``local`` and ``ray`` engines with similar reviews off and on,
+   and the response cache on a load with repeats, one server at a time under the same load
+   generator; every row as a ratio to the peer and to in-process, with the load generator's
+   CPU. (Section 2 runs ``shopsense serve`` on its default engine.)
 
 Every figure is the median of ``--repeats`` runs; ratios are against baselines measured in the
 same run. Nothing here asserts on timings: the script prints tables, a "targets" table (met, or
