@@ -509,14 +509,15 @@ def build_api(service: ClassifierService, settings: Settings,
                                        max_repeats=settings.serve.max_term_repeats)
             image: Any = item.image if mode != "sparse" else None
             extra: dict[str, Any] = {}
+            if image is not None and model_cache.get("image_encoder_id"):
+                # the photo's features from the classifier (before the lookup's own time
+                # budget starts): the retriever uses them when its image encoder is the same,
+                # instead of encoding the photo again
+                outs = await asyncio.shield(classified)
+                vec = outs[index][0].image_vector
+                if vec is not None:
+                    extra["image_features"] = (model_cache["image_encoder_id"], vec)
             async with asyncio.timeout(settings.serve.similar_deadline_s):
-                if image is not None and model_cache.get("image_encoder_id"):
-                    # the photo's features from the classifier: the retriever uses them when
-                    # its image encoder is the same, instead of encoding the photo again
-                    outs = await asyncio.shield(classified)
-                    vec = outs[index][0].image_vector
-                    if vec is not None:
-                        extra["image_features"] = (model_cache["image_encoder_id"], vec)
                 hits = await search.search(query, image, k=k, mode=mode, **extra)
         except TimeoutError:
             metrics.similar_skipped.labels("deadline").inc()
