@@ -17,7 +17,7 @@ DEMO_INDEX ?= blitzer-electronics
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install demo test serve stop train benchmarks clean browser postgres pipeline llm
+.PHONY: install demo test serve stop train benchmarks clean browser postgres redis pipeline llm
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,8 +62,8 @@ demo: install
 	  echo "Try: curl -s -X POST http://$(HOST):$(PORT)/v1/sentiment -H 'content-type: application/json' -d '{\"text\": \"Broke after two days.\"}'"; \
 	  echo "Stop it with: $(VENV)/bin/shopsense stop"; fi
 
-test: install llm tools browser postgres
-	SHOPSENSE_REQUIRE_HELM=1 SHOPSENSE_REQUIRE_POSTGRES=1 $(PY) -m pytest -q --timeout 900
+test: install llm tools browser postgres redis
+	SHOPSENSE_REQUIRE_HELM=1 SHOPSENSE_REQUIRE_POSTGRES=1 SHOPSENSE_REQUIRE_REDIS=1 $(PY) -m pytest -q --timeout 900
 
 # Debian's chromium for the Playwright tests (Playwright's own browser download is not used).
 browser:
@@ -79,6 +79,14 @@ postgres:
 	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends postgresql-15; }; } \
 	  || echo "PostgreSQL 15 could not be installed: the tests that need it will fail"
+
+# Debian's redis-server binary: the response-cache tests start their own on 127.0.0.1.
+# RUNLEVEL=1 keeps the package's init script from starting a system service.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { command -v apt-get >/dev/null && \
+	  { [ "$$(id -u)" = 0 ] && SUDO= || SUDO=sudo; \
+	    $$SUDO apt-get update -qq && RUNLEVEL=1 DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends redis-server; }; } \
+	  || echo "redis-server could not be installed: the tests that need it will fail"
 
 train: install
 	$(VENV)/bin/shopsense train --recipe full

@@ -1,4 +1,4 @@
-"""Speed and memory of the shopsense classifier, in-process and through the real Ray Serve app.
+"""Speed and memory of the shopsense classifier, in-process and through the real service.
 
     .venv/bin/python benchmarks/speed.py                      # everything, default sizes
     .venv/bin/python benchmarks/speed.py --load wrk --json out/speed.json
@@ -14,6 +14,14 @@ What it measures, on this machine, in one run:
    asyncio httpx client by default, ``wrk`` with ``--load wrk``);
 3. peak RSS of the serving process tree (driver, raylet, GCS, Serve controller, proxy,
    replicas) sampled during the load, and its largest process (the classifier replica).
+
+4. the text encoder's engines (``--engines``): in-process batch-1 and batch-32 throughput, and
+   accuracy and agreement with the torch engine on the bundle's held-out sets;
+5. side by side (``--side``): the plain FastAPI peer (``benchmarks/peer_app.py``) and
+   ``shopsense serve`` on the ``local`` and ``ray`` engines with similar reviews off and on,
+   and the response cache on a load with repeats, one server at a time under the same load
+   generator; every row as a ratio to the peer and to in-process, with the load generator's
+   CPU. (Section 2 runs ``shopsense serve`` on its default engine.)
 
 Every figure is the median of ``--repeats`` runs; ratios are against baselines measured in the
 same run. Nothing here asserts on timings: the script prints tables, a "targets" table (met, or
@@ -189,16 +197,23 @@ class Service:
 
 @contextmanager
 def running_service(model_uri: str, tracking_uri: str, *, batching: bool,
-                    host: str = "127.0.0.1", ready_timeout: float = 600) -> Iterator[Service]:
+                    host: str = "127.0.0.1", ready_timeout: float = 600,
+                    engine: str | None = None,
+                    env_extra: dict[str, str] | None = None) -> Iterator[Service]:
     """``shopsense serve --background`` with its own SHOPSENSE_HOME (so its pid file never
-    touches a service the user runs) and the caller's registry; ``shopsense stop`` after."""
+    touches a service the user runs) and the caller's registry; ``shopsense stop`` after.
+    ``engine`` is ``local`` or ``ray`` (default: the setting's); ``env_extra`` adds
+    ``SHOPSENSE_*`` variables (similar reviews, cache, index folder)."""
     home = Path(tempfile.mkdtemp(prefix="shopsense-bench-"))
     env = {**os.environ, "SHOPSENSE_HOME": str(home),
-           "SHOPSENSE_MLFLOW_TRACKING_URI": tracking_uri, "RAY_USAGE_STATS_ENABLED": "0"}
+           "SHOPSENSE_MLFLOW_TRACKING_URI": tracking_uri, "RAY_USAGE_STATS_ENABLED": "0",
+           **(env_extra or {})}
     port = free_port()
     argv = [*_cli_argv(), "serve", "--background", "--host", host, "--port", str(port),
             "--model", model_uri, "--batching" if batching else "--no-batching",
             "--ready-timeout", str(int(ready_timeout))]
+    if engine:
+        argv += ["--engine", engine]
     t0 = time.perf_counter()
     p = subprocess.run(argv, env=env, check=False, capture_output=True, text=True, timeout=ready_timeout + 60)
     startup = time.perf_counter() - t0
@@ -370,8 +385,14 @@ class MemorySampler:
 # 2b. load generators (each in its own process)
 
 
-def request_bodies() -> list[str]:
-    return [json.dumps({"text": t}) for t in REVIEWS]
+def request_bodies(unique: bool = False) -> list[str]:
+    """The request bodies a load cycles through: the eight reviews (a load with repeats), or
+    with ``unique`` 50,000 distinct texts (each review with its own order number: no two
+    requests of a run are the same, so a response cache never hits)."""
+    if not unique:
+        return [json.dumps({"text": t}) for t in REVIEWS]
+    return [json.dumps({"text": f"{REVIEWS[i % len(REVIEWS)]} Order {i}."})
+            for i in range(50_000)]
 
 
 async def _httpx_load(url: str, bodies: list[str], concurrency: int, seconds: float) -> dict:
@@ -415,6 +436,9 @@ async def _httpx_load(url: str, bodies: list[str], concurrency: int, seconds: fl
 
 def loadgen_child(spec: dict) -> dict:
     """Body of the load-generator process: a warm-up, then ``repeats`` timed runs."""
+    if spec.get("unique"):
+        spec = {**spec, "bodies": request_bodies(unique=True)}
+
     async def main() -> dict:
         if spec["warmup"] > 0:
             await _httpx_load(spec["url"], spec["bodies"], spec["concurrency"], spec["warmup"])
@@ -469,7 +493,7 @@ def _wrk_run(wrk: str, script: Path, url: str, concurrency: int, seconds: float)
 
 
 def run_load(url: str, *, concurrency: int, seconds: float, warmup: float, repeats: int,
-             tool: str = "httpx") -> dict[str, Any]:
+             tool: str = "httpx", unique: bool = False) -> dict[str, Any]:
     """Warm-up, then ``repeats`` runs of ``seconds`` at ``concurrency``, in another process.
 
     Returns per-run figures, their medians and the load generator's CPU share (a load
@@ -477,6 +501,9 @@ def run_load(url: str, *, concurrency: int, seconds: float, warmup: float, repea
     bodies = request_bodies()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    if tool == "wrk" and unique:
+        raise BenchError("--load wrk sends the eight fixed bodies only; the side-by-side "
+                         "comparison needs distinct bodies: use --load httpx")
     if tool == "wrk":
         wrk = shutil.which("wrk")
         if wrk is None:
@@ -488,8 +515,9 @@ def run_load(url: str, *, concurrency: int, seconds: float, warmup: float, repea
                 _wrk_run(wrk, script, url, concurrency, warmup)
             runs = [_wrk_run(wrk, script, url, concurrency, seconds) for _ in range(repeats)]
     else:
-        spec = {"url": url, "bodies": bodies, "concurrency": concurrency, "seconds": seconds,
-                "warmup": warmup, "repeats": repeats}
+        spec = {"url": url, "bodies": [] if unique else bodies, "unique": unique,
+                "concurrency": concurrency, "seconds": seconds, "warmup": warmup,
+                "repeats": repeats}
         p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_loadgen",
                             json.dumps(spec)], check=False, capture_output=True, text=True,
                            timeout=warmup + repeats * (seconds + 90) + 60)
@@ -537,6 +565,202 @@ def bench_http(model_uri: str, tracking_uri: str, *, batching_modes: Sequence[bo
                         "startup_s": svc.startup_s, "levels": levels,
                         "memory": mem.summary()})
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# 2c. side by side: the plain peer, both engines, similar reviews on and off, the cache
+
+
+@contextmanager
+def running_peer(bundle_dir: Path, *, host: str = "127.0.0.1",
+                 ready_timeout: float = 300) -> Iterator[Service]:
+    """``benchmarks/peer_app.py`` (the plain FastAPI peer) on a free port; ended after."""
+    import httpx
+
+    port = free_port()
+    home = Path(tempfile.mkdtemp(prefix="shopsense-peer-"))
+    logf = (home / "peer.log").open("wb")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "peer_app.py"),
+                             "--model", str(bundle_dir), "--host", host, "--port", str(port)],
+                            stdout=logf, stderr=subprocess.STDOUT, env=env)
+    url = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"the peer app exited ({proc.returncode}) [log: {logf.name}]")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError("the peer app was not ready in time")
+            time.sleep(0.3)
+        yield Service(url=url, pid=proc.pid, home=home, env=env, model="peer",
+                      startup_s=time.perf_counter() - t0)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        logf.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def build_similar_index(data_dir: Path, n: int) -> tuple[Path, Path]:
+    """An index of ``n`` Blitzer electronics reviews for the similar-review rows, made once
+    with ``shopsense index`` in its own home; returns (index folder, home)."""
+    from shopsense.data.loaders import load_set
+
+    home = Path(tempfile.mkdtemp(prefix="shopsense-bench-index-"))
+    index_dir = home / "index"
+    reviews = load_set("blitzer-electronics", data_dir)[:n]
+    jsonl = home / "reviews.jsonl"
+    jsonl.write_text("".join(r.model_dump_json() + "\n" for r in reviews))
+    env = {**os.environ, "SHOPSENSE_HOME": str(home), "SHOPSENSE_RETRIEVAL__DIR": str(index_dir)}
+    log(f"[side] indexing {len(reviews)} reviews for similar reviews ...")
+    p = subprocess.run([*_cli_argv(), "index", "--data", str(jsonl)], env=env, check=False,
+                       capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise BenchError(f"`shopsense index` failed: {(p.stderr or p.stdout).strip()[-300:]}")
+    return index_dir, home
+
+
+#: (key, what, engine or None for the peer, similar on, cache on, load with repeats)
+SIDE_BY_SIDE: tuple[tuple[str, str, str | None, bool, bool, bool], ...] = (
+    ("peer", "plain FastAPI peer (benchmarks/peer_app.py)", None, False, False, False),
+    ("local", "shopsense serve, engine local, similar off", "local", False, False, False),
+    ("local+similar", "shopsense serve, engine local, similar on", "local", True, False, False),
+    ("ray", "shopsense serve, engine ray, similar off", "ray", False, False, False),
+    ("ray+similar", "shopsense serve, engine ray, similar on", "ray", True, False, False),
+    ("repeats-nocache", "engine local, similar on, 8 texts repeated, no cache", "local",
+     True, False, True),
+    ("repeats-cache", "engine local, similar on, 8 texts repeated, in-process LRU", "local",
+     True, True, True),
+)
+
+
+def bench_side_by_side(bundle_dir: Path, model_uri: str, tracking_uri: str, data_dir: Path, *,
+                       configs: Sequence[str], concurrencies: Sequence[int], seconds: float,
+                       warmup: float, repeats: int, index_size: int) -> list[dict[str, Any]]:
+    """Every configuration in turn (one server at a time), the same load generator: distinct
+    texts (no cache hit possible) unless the row is a load with repeats. Medians of
+    ``repeats`` runs per level."""
+    chosen = [c for c in SIDE_BY_SIDE if c[0] in configs]
+    index = None
+    if any(c[3] for c in chosen):
+        index = build_similar_index(data_dir, index_size)
+    out = []
+    try:
+        for key, what, engine, similar, cache, repeated in chosen:
+            log(f"[side] {key}: starting ...")
+            if engine is None:
+                ctx = running_peer(bundle_dir)
+            else:
+                env = {"SHOPSENSE_CACHE__ENABLED": "true" if cache else "false",
+                       "SHOPSENSE_SERVE__SIMILAR_K": "3" if similar else "0",
+                       "SHOPSENSE_SERVE__RETRIEVAL": "true" if similar else "false"}
+                if index is not None:
+                    env["SHOPSENSE_RETRIEVAL__DIR"] = str(index[0])
+                ctx = running_service(model_uri, tracking_uri, batching=True, engine=engine,
+                                      env_extra=env)
+            levels = []
+            with ctx as svc:
+                for c in concurrencies:
+                    cpu0, t0 = tree_cpu_times(svc.pid), time.perf_counter()
+                    res = run_load(svc.url, concurrency=c, seconds=seconds, warmup=warmup,
+                                   repeats=repeats, unique=not repeated)
+                    res.update(cpu_share(cpu0, tree_cpu_times(svc.pid), time.perf_counter() - t0))
+                    log(f"[side] {key} c={c}: {res['rps']:.1f} req/s, p50 {res['p50_ms']:.1f} "
+                        f"ms, {res['errors']} errors, loadgen CPU {res['loadgen_cpu_pct']:.0f}%")
+                    levels.append(res)
+            out.append({"key": key, "what": what, "engine": engine, "similar": similar,
+                        "cache": cache, "repeats": repeated, "startup_s": svc.startup_s,
+                        "levels": levels})
+    finally:
+        if index is not None:
+            shutil.rmtree(index[1], ignore_errors=True)
+    return out
+
+
+def side_ratios(side: list[dict], inproc: list[dict]) -> None:
+    """Each level's ratio to the peer at the same concurrency and to in-process throughput
+    (c=1 against batch 1, otherwise against the largest batch; text only), in place."""
+    peer = next((r for r in side if r["key"] == "peer"), None)
+    text = {r["batch"]: r["items_per_s"] for r in inproc if r["mode"] == "text"}
+    for row in side:
+        for lv in row["levels"]:
+            c = lv["concurrency"]
+            ref = next((p for p in (peer or {}).get("levels", []) if p["concurrency"] == c), None)
+            lv["rps_vs_peer"] = lv["rps"] / ref["rps"] if ref and ref["rps"] else None
+            lv["p50_vs_peer"] = lv["p50_ms"] / ref["p50_ms"] if ref and ref["p50_ms"] else None
+            batch = 1 if c == 1 else (max(text) if text else None)
+            base = text.get(batch) if batch else None
+            lv["inproc_batch"] = batch
+            lv["rps_vs_inproc"] = lv["rps"] / base if base else None
+
+
+# ------------------------------------------------------------------------------------------
+# 2d. the text encoder's engines: speed in-process and agreement with torch on held-out data
+
+
+def bench_engines(bundle_dir: Path, engines: Sequence[str], data_dir: Path, *,
+                  heldout_per_set: int, repeats: int, items: int, warmup: int,
+                  threads: int) -> dict[str, Any]:
+    """For each text engine: in-process batch-1 and batch-32 throughput (text), and its
+    predictions on the bundle's held-out sets against the torch engine's: accuracy, agreement
+    (same label), largest probability difference."""
+    import numpy as np
+
+    from shopsense.model.classifier import Predictor, read_bundle_meta
+    from shopsense.model.train import DEFAULT_EVAL_SETS, evaluation_report, load_labelled
+
+    meta = read_bundle_meta(bundle_dir)
+    sets = meta.get("train", {}).get("eval_sets") or list(DEFAULT_EVAL_SETS)
+    rows = load_labelled(sets, data_dir, heldout_per_set, seed=0)
+    texts = [r["text"] for r in rows]
+    log(f"[engines] {len(rows)} held-out reviews from {', '.join(sets)}")
+    cache_dir = Path(tempfile.mkdtemp(prefix="shopsense-engines-"))
+    out: list[dict[str, Any]] = []
+    ref_proba = None
+    try:
+        for name in ["torch", *[e for e in engines if e != "torch"]]:
+            t0 = time.perf_counter()
+            predictor = Predictor.from_bundle(bundle_dir, threads=threads, text_engine=name,
+                                              engine_cache_dir=cache_dir)
+            load_s = time.perf_counter() - t0
+            speed = bench_inprocess(predictor, batch_sizes=(1, 32), modes=("text",),
+                                    repeats=repeats, items=items, warmup=warmup)
+            proba = np.concatenate([predictor.predict_proba(texts[i:i + 32])
+                                    for i in range(0, len(texts), 32)])
+            report = evaluation_report(rows, proba)
+            row = {"engine": name, "load_s": load_s,
+                   "batch1_per_s": next(r["items_per_s"] for r in speed if r["batch"] == 1),
+                   "batch32_per_s": next(r["items_per_s"] for r in speed if r["batch"] == 32),
+                   "accuracy": report["accuracy"], "macro_f1": report.get("macro_f1"),
+                   "n": len(rows)}
+            if ref_proba is None:
+                ref_proba = proba
+            row["agreement"] = float((proba.argmax(1) == ref_proba.argmax(1)).mean())
+            row["max_abs_diff"] = float(np.abs(proba - ref_proba).max())
+            out.append(row)
+            log(f"[engines] {name}: b1 {row['batch1_per_s']:.1f}/s, b32 "
+                f"{row['batch32_per_s']:.1f}/s, accuracy {row['accuracy']:.4f}, agreement "
+                f"{row['agreement']:.4f}")
+            del predictor
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    torch_row = out[0]
+    for row in out:
+        row["accuracy_delta_points"] = 100 * (row["accuracy"] - torch_row["accuracy"])
+        row["batch1_vs_torch"] = row["batch1_per_s"] / torch_row["batch1_per_s"]
+        row["batch32_vs_torch"] = row["batch32_per_s"] / torch_row["batch32_per_s"]
+    return {"sets": sets, "rows": out}
 
 
 # ------------------------------------------------------------------------------------------
@@ -612,6 +836,40 @@ def print_report(result: dict[str, Any], console=None) -> None:
                       str(len(r["runs"])))
         console.print(t)
 
+    eng = result.get("engines")
+    if eng:
+        t = Table(title=f"Text encoder engines, in-process (text; held-out: "
+                        f"{eng['rows'][0]['n']} reviews of {', '.join(eng['sets'])})")
+        for col in ("engine", "batch 1 pred/s", "x torch", "batch 32 pred/s", "x torch",
+                    "accuracy", "vs torch (points)", "agreement", "max |dp|", "load s"):
+            t.add_column(col, justify="left" if col == "engine" else "right")
+        for r in eng["rows"]:
+            t.add_row(r["engine"], fmt(r["batch1_per_s"]), fmt(r["batch1_vs_torch"], 2),
+                      fmt(r["batch32_per_s"]), fmt(r["batch32_vs_torch"], 2),
+                      fmt(r["accuracy"], 4), f"{r['accuracy_delta_points']:+.2f}",
+                      fmt(r["agreement"], 4), fmt(r["max_abs_diff"], 4), fmt(r["load_s"], 1))
+        console.print(t)
+
+    side = result.get("side")
+    if side:
+        t = Table(title=f"Side by side, POST /v1/sentiment, one short text-only review per "
+                        f"request (httpx in another process, {cfg['seconds']:g} s x "
+                        f"{cfg['http_repeats']} per level, medians; CPU in % of one core)")
+        for col in ("configuration", "c", "req/s", "p50 ms", "p99 ms", "errors", "x peer req/s",
+                    "x peer p50", "x in-proc", "server CPU", "loadgen CPU"):
+            t.add_column(col, justify="left" if col == "configuration" else "right")
+        for row in side:
+            for lv in row["levels"]:
+                t.add_row(row["key"], str(lv["concurrency"]), fmt(lv["rps"]), fmt(lv["p50_ms"]),
+                          fmt(lv["p99_ms"]), str(lv["errors"]), fmt(lv.get("rps_vs_peer"), 2),
+                          fmt(lv.get("p50_vs_peer"), 2),
+                          f"{fmt(lv.get('rps_vs_inproc'), 2)} (b{lv.get('inproc_batch')})",
+                          f"{lv.get('server_cpu_pct', float('nan')):.0f}%",
+                          f"{lv['loadgen_cpu_pct']:.0f}%")
+        console.print(t)
+        for row in side:
+            console.print(f"  {row['key']}: {row['what']}")
+
     ref = _inproc_text_ref(inproc)
     for h in result["http"]:
         mem = h["memory"]
@@ -684,11 +942,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="HTTP load generator (wrk if installed; falls back to httpx)")
     ap.add_argument("--sample-interval", type=float, default=0.5, help="RSS sampling period (s)")
     ap.add_argument("--skip-inprocess", action="store_true")
-    ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-http", action="store_true",
+                    help="skip the batching on/off HTTP tables (the side-by-side runs anyway)")
+    ap.add_argument("--side", default=",".join(c[0] for c in SIDE_BY_SIDE),
+                    help="side-by-side configurations, comma-separated ('' = none): "
+                         + ", ".join(c[0] for c in SIDE_BY_SIDE))
+    ap.add_argument("--side-concurrency", type=_ints, default=[1, 32],
+                    help="side by side: concurrency levels")
+    ap.add_argument("--index-size", type=int, default=500,
+                    help="side by side: reviews indexed for the similar-review rows")
+    ap.add_argument("--engines", default="torch,torch-int8,onnx,onnx-int8,openvino",
+                    help="text encoder engines to compare in-process ('' = none)")
+    ap.add_argument("--heldout-per-set", type=int, default=300,
+                    help="engines: held-out reviews per evaluation set")
     ap.add_argument("--json", dest="json_out", type=Path, default=None,
                     help="write the raw figures to this file")
     args = ap.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.side = [c.strip() for c in args.side.split(",") if c.strip()]
+    unknown = set(args.side) - {c[0] for c in SIDE_BY_SIDE}
+    if unknown:
+        ap.error(f"unknown --side {sorted(unknown)}")
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    from shopsense.model.text_engines import TEXT_ENGINES
+
+    if set(args.engines) - set(TEXT_ENGINES):
+        ap.error(f"unknown --engines {sorted(set(args.engines) - set(TEXT_ENGINES))}; "
+                 f"choose from {', '.join(TEXT_ENGINES)}")
     bad = set(args.modes) - {"text", "text+image"}
     if bad:
         ap.error(f"unknown --modes {sorted(bad)}; use text and/or text+image")
@@ -724,7 +1004,7 @@ def run(args: argparse.Namespace, console=None) -> dict[str, Any]:
         "model": {"uri": resolved.uri, "name": resolved.name, "version": resolved.version,
                   "bundle_dir": str(resolved.bundle_dir),
                   "max_length": meta.get("config", {}).get("max_length")},
-        "inprocess": [], "http": [],
+        "inprocess": [], "http": [], "side": [], "engines": None,
     }
     if not args.skip_inprocess:
         from shopsense.model.classifier import Predictor
@@ -736,9 +1016,20 @@ def run(args: argparse.Namespace, console=None) -> dict[str, Any]:
             predictor, batch_sizes=args.batch_sizes, modes=args.modes, repeats=args.repeats,
             items=args.items, warmup=args.warmup_calls)
         del predictor
+    uri = resolved.uri if resolved.uri.startswith("models:/") else str(resolved.bundle_dir)
+    if args.engines:
+        result["engines"] = bench_engines(
+            resolved.bundle_dir, args.engines, settings.data_dir,
+            heldout_per_set=args.heldout_per_set, repeats=args.repeats, items=args.items,
+            warmup=args.warmup_calls, threads=args.threads)
+    if args.side:
+        result["side"] = bench_side_by_side(
+            resolved.bundle_dir, uri, settings.tracking_uri(), settings.data_dir,
+            configs=args.side, concurrencies=args.side_concurrency, seconds=args.seconds,
+            warmup=args.warmup, repeats=args.http_repeats, index_size=args.index_size)
+        side_ratios(result["side"], result["inprocess"])
     if not args.skip_http:
         modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.batching]
-        uri = resolved.uri if resolved.uri.startswith("models:/") else str(resolved.bundle_dir)
         result["http"] = bench_http(
             uri, settings.tracking_uri(), batching_modes=modes, concurrencies=args.concurrency,
             seconds=args.seconds, warmup=args.warmup, repeats=args.http_repeats, tool=tool,

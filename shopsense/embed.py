@@ -109,6 +109,14 @@ class ImageEmbedder:
         self._encoder = None
         self._lock = threading.Lock()
 
+    @property
+    def encoder_id(self) -> str | None:
+        """``IMAGE_ENCODER_ID`` when the vectors are the classifier's image features
+        (L2-normalised), so a caller holding those may pass them instead of the photo."""
+        from shopsense.model.encoders import IMAGE_ENCODER_ID
+
+        return IMAGE_ENCODER_ID if self.pretrained else None
+
     def _load(self):
         with self._lock:
             if self._encoder is None:

@@ -135,6 +135,12 @@ class Prediction(BaseModel):
     model: ModelRef
     modalities: list[Modality]
     similar: list[SimilarReview] = Field(default_factory=list)
+    similar_skipped: Literal["load", "deadline", "error"] | None = Field(
+        None, description="why ``similar`` is empty although similar reviews were asked for: "
+        "the service was busy (load), the lookup ran out of its time budget (deadline) or "
+        "failed (error); null when the lookup ran or was not asked for")
+    cached: bool = Field(False, description="answered from the response cache (the same text "
+                         "and photo were answered by this model version before)")
     latency_ms: float
 
     @field_validator("scores")

@@ -12,6 +12,17 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: Inference engines of the text encoder (``shopsense.model.text_engines``).
+TextEngineName = Literal["torch", "torch-int8", "onnx", "onnx-int8", "openvino"]
+#: Classifier backends (``services.inference.backends.make_backend``).
+BackendName = Literal["torch", "vllm"]
+#: How the service runs: ``local`` = the API, its batcher and the model in one process on
+#: uvicorn (one machine, no hops); ``ray`` = the Ray Serve graph (ingress -> classifier,
+#: retriever), what the chart deploys.
+ServeEngine = Literal["local", "ray"]
+#: How similar reviews are looked up (the retrieval modes).
+SimilarMode = Literal["hybrid", "dense", "sparse"]
+
 
 def _default_data_dir() -> Path:
     """The shared review data, looked up beside the project (``../shared/data``), from the
@@ -87,7 +98,11 @@ class ServeSettings(BaseModel):
     model_uri: str | None = Field(
         None, description="model to serve; default models:/shopsense-sentiment@champion"
     )
-    backend: str = Field("torch", description="classifier backend: torch | vllm")
+    engine: ServeEngine = Field(
+        "local", description="how `shopsense serve` runs the service on this machine: local "
+        "(API, batcher, model and retriever in one process on uvicorn; no cross-process hops) "
+        "| ray (the Ray Serve graph the chart deploys, one deployment per part)")
+    backend: BackendName = Field("torch", description="classifier backend: torch | vllm")
     max_batch_items: int = Field(64, description="largest items list /v1/sentiment/batch accepts")
     max_text_chars: int = Field(20_000, description="longest review text accepted")
     max_body_bytes: int = Field(32 * 1024 * 1024, description="largest request body accepted "
@@ -122,18 +137,35 @@ class ServeSettings(BaseModel):
     max_term_repeats: int = Field(
         32, ge=1, description="times one word may appear in a /v1/search query (more is 422); "
         "a similar-review lookup drops the extra copies")
-    batch_max_size: int = Field(32, description="@serve.batch max_batch_size")
-    batch_wait_timeout_s: float = Field(0.005, description="@serve.batch batch_wait_timeout_s")
+    batch_max_size: int = Field(32, ge=1, description="largest batch the classifier's batcher "
+                                "forms (services/inference/batching.py)")
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, description="longest an item waits for company when requests arrive "
+        "faster than this (a lone caller never waits)")
     batching: bool = Field(True, description="dynamic batching on (False sends items one by one)")
     classifier_replicas: int = 1
     ingress_replicas: int = 1
     threads: int = Field(0, description="torch threads per classifier replica; 0 = all cores")
+    text_engine: TextEngineName = Field(
+        "torch", description="how the classifier runs its text encoder: torch | torch-int8 | "
+        "onnx | onnx-int8 | openvino (exported here from the loaded weights on first use and "
+        "cached under engine_cache_dir; benchmarks/speed.py --engines compares them)")
+    engine_cache_dir: Path | None = Field(
+        None, description="where exported text encoders are kept; default "
+        "<home>/cache/text-engines")
     retrieval: bool = Field(True, description="run the retriever deployment (/v1/search and "
                             "similar reviews in /v1/sentiment)")
     similar_k: int = Field(3, ge=0, le=50, description="similar reviews returned with each "
                            "prediction by default (0 = none; a request may ask for another k)")
-    similar_mode: str = Field("hybrid", description="how similar reviews are found: hybrid | "
-                              "dense | sparse")
+    similar_mode: SimilarMode = Field("hybrid", description="how similar reviews are found: "
+                                      "hybrid | dense | sparse")
+    cache_fold_case: bool = Field(
+        False, description="response cache: texts that differ only in letter case share an "
+        "answer (right for an uncased text encoder such as the torch backend's MiniLM)")
+    similar_max_concurrent: int = Field(
+        8, ge=0, description="similar-review lookups one API replica runs at once; a request "
+        "finding them all busy is answered without similar reviews at once, saying so "
+        "(similar_skipped: load), instead of slowing every request (0 = never look up)")
     retriever_replicas: int = Field(1, ge=1, description="retriever replicas (keep 1 with the "
                                     "embedded Qdrant: its folder lock admits one process)")
 

@@ -135,3 +135,21 @@ def mlflow_server_url(tmp_path_factory):
             yield url
     except ServerDidNotStart as exc:
         pytest.fail(str(exc))
+
+
+@pytest.fixture()
+def redis_url():
+    """A fresh real ``redis-server`` on 127.0.0.1 (the response cache's tests): its URL and
+    process (a test may stop it). ``make test`` installs Debian's package and requires it."""
+    from tests.servers import ServerDidNotStart, redis_bin, redis_server
+
+    if redis_bin() is None:
+        msg = "redis-server is not installed: run `make redis`"
+        if os.environ.get("SHOPSENSE_REQUIRE_REDIS") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    try:
+        with redis_server() as (url, proc):
+            yield url, proc
+    except ServerDidNotStart as exc:
+        pytest.fail(str(exc))

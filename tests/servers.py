@@ -165,3 +165,47 @@ def mlflow_on_postgres(workdir: Path) -> Iterator[str]:
     """A real ``mlflow server`` on a real PostgreSQL 15, both on 127.0.0.1."""
     with postgres_server() as db, mlflow_server(db, workdir / "artifacts") as url:
         yield url
+
+
+def redis_bin() -> Path | None:
+    """``redis-server`` (Debian's package): ``SHOPSENSE_REDIS_SERVER`` or on PATH."""
+    found = os.environ.get("SHOPSENSE_REDIS_SERVER") or shutil.which("redis-server")
+    return Path(found) if found and Path(found).exists() else None
+
+
+@contextlib.contextmanager
+def redis_server(*, maxmemory: str | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A fresh ``redis-server`` on 127.0.0.1 (no persistence, its own folder, a free port);
+    yields its ``redis://`` URL and the process (a test may stop it to see an outage)."""
+    exe = redis_bin()
+    if exe is None:
+        raise ServerDidNotStart("no redis-server binary (apt-get install redis-server)")
+    root = Path(tempfile.mkdtemp(prefix="shopsense-redis-"))
+    port = free_port()
+    argv = [str(exe), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(root),
+            "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+            "--logfile", str(root / "redis.log"), "--daemonize", "no"]
+    if maxmemory:
+        argv += ["--maxmemory", maxmemory, "--maxmemory-policy", "allkeys-lru",
+                 "--maxmemory-samples", "10"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=root)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = root / "redis.log"
+                raise ServerDidNotStart("redis-server did not start: "
+                                        + (log.read_text()[-2000:] if log.exists() else ""))
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0", proc
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        shutil.rmtree(root, ignore_errors=True)

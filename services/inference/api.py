@@ -51,7 +51,17 @@ from shopsense.settings import Settings
 
 from services.retrieval import Hit, check_search
 
+from services.inference.backends import describe_backend
 from services.inference.backends.base import ClassifierInput, ClassifierOutput, predict_isolated
+from services.inference.cache import (
+    CacheSettings,
+    ResponseCache,
+    build_cache,
+    cache_metrics_for,
+    image_digest,
+    normalise_text,
+    response_key,
+)
 from services.inference.errors import (
     ERROR_RESPONSES,
     ErrorBody,
@@ -309,6 +319,10 @@ class ImageLoader:
         self.fetches = fetches
 
     async def load(self, value: str):
+        return (await self.load_with_digest(value))[0]
+
+    async def load_with_digest(self, value: str):
+        """The decoded image and the sha256 of its encoded bytes."""
         text = value.strip()
         if not text:
             raise InvalidInput("image is empty")
@@ -317,7 +331,7 @@ class ImageLoader:
             raw = await self.fetches.fetch(url)
         else:
             raw = await self.decoder.run(load_image_bytes, text, self.settings.images)
-        return await self.decoder.decode(raw)
+        return await self.decoder.decode(raw), image_digest(raw)
 
 
 async def to_input(req: SentimentRequest, settings: Settings,
@@ -332,12 +346,12 @@ async def to_input(req: SentimentRequest, settings: Settings,
         raise InvalidInput(
             f"text has {len(text)} characters; the limit is {settings.serve.max_text_chars}"
         )
-    image = None
+    image = digest = None
     if req.image is not None:
-        image = await images.load(req.image)
+        image, digest = await images.load_with_digest(req.image)
     if text is None and image is None:
         raise InvalidInput("give text, an image, or both")
-    return ClassifierInput(text=text, image=image)
+    return ClassifierInput(text=text, image=image, image_sha256=digest)
 
 
 _WORD = re.compile(r"[^\W_]+")
@@ -406,11 +420,16 @@ RECENT_MAX_BUCKETS = 720
 def build_api(service: ClassifierService, settings: Settings,
               search: SearchService | None = None,
               recent: RecentPredictions | None = None,
-              echo_request_id: bool = True) -> FastAPI:
+              echo_request_id: bool = True,
+              cache: ResponseCache | None = None) -> FastAPI:
     """The FastAPI app over ``service`` (and ``search`` for similar reviews), with the web page.
     ``recent`` is the ring buffer of recent predictions (a new one of ``RECENT_CAPACITY``
-    entries by default). The same app runs inside Ray Serve and in tests."""
+    entries by default); ``cache`` the response cache (default: none; the engines pass the
+    one ``SHOPSENSE_CACHE_*`` describes). The same app runs inside Ray Serve, on uvicorn in
+    the ``local`` engine, and in tests."""
     metrics = ApiMetrics()
+    cache = cache if cache is not None else build_cache(CacheSettings(enabled=False))
+    cache_metrics_for(cache, metrics)
     recent = recent if recent is not None else RecentPredictions(RECENT_CAPACITY)
     app = FastAPI(
         title="shopsense inference API",
@@ -456,38 +475,104 @@ def build_api(service: ClassifierService, settings: Settings,
         if "model" not in model_cache:
             info = await service.describe()
             model_cache["model"] = ModelRef(**info["model"])
+            # what the answers depend on (the response cache's key): the backend's identity
+            model_cache["identity"] = info.get("identity") or ModelRef(
+                **info["model"]).model_dump_json() + "/" + str(info["backend"])
+            model_cache["image_encoder_id"] = info.get("image_encoder_id")
             metrics.model_info.labels(info["model"]["name"], str(info["model"]["version"]),
                                       info["backend"]).set(1)
         return model_cache["model"]
 
-    async def similar(req: SentimentRequest, item: ClassifierInput,
-                      request_id: str | None) -> list[SimilarReview]:
+    lookups = {"running": 0}
+
+    async def similar(req: SentimentRequest, item: ClassifierInput, request_id: str | None,
+                      classified: asyncio.Future, index: int,
+                      ) -> tuple[list[SimilarReview], str | None]:
+        """Similar reviews of one item and, when there are none although some were asked for,
+        why (``load``, ``deadline`` or ``error``). The lookup reuses the photo's image features
+        the classifier computed (the same EfficientNet-Lite0), so a photo is encoded once per
+        request. At most ``similar_max_concurrent`` lookups run at once per API replica: a
+        request that finds them all busy is answered without similar reviews at once."""
         k = settings.serve.similar_k if req.similar_k is None else req.similar_k
         mode = settings.serve.similar_mode
         if search is None or k == 0 or (mode == "sparse" and not item.text):
-            return []
-        query = None
-        if item.text:
-            query = collapse_terms(item.text[:SIMILAR_QUERY_CHARS],
-                                   max_terms=settings.serve.max_query_terms,
-                                   max_repeats=settings.serve.max_term_repeats)
-        image = item.image if mode != "sparse" else None
+            return [], None
+        if lookups["running"] >= settings.serve.similar_max_concurrent:
+            metrics.similar_skipped.labels("load").inc()
+            return [], "load"
+        lookups["running"] += 1
         try:
+            query = None
+            if item.text:
+                query = collapse_terms(item.text[:SIMILAR_QUERY_CHARS],
+                                       max_terms=settings.serve.max_query_terms,
+                                       max_repeats=settings.serve.max_term_repeats)
+            image: Any = item.image if mode != "sparse" else None
+            extra: dict[str, Any] = {}
+            if image is not None and model_cache.get("image_encoder_id"):
+                # the photo's features from the classifier (before the lookup's own time
+                # budget starts): the retriever uses them when its image encoder is the same,
+                # instead of encoding the photo again
+                outs = await asyncio.shield(classified)
+                vec = outs[index][0].image_vector
+                if vec is not None:
+                    extra["image_features"] = (model_cache["image_encoder_id"], vec)
             async with asyncio.timeout(settings.serve.similar_deadline_s):
-                hits = await search.search(query, image, k=k, mode=mode)
+                hits = await search.search(query, image, k=k, mode=mode, **extra)
         except TimeoutError:
             metrics.similar_skipped.labels("deadline").inc()
             log.warning("request %s: similar reviews skipped: no answer within %gs",
                         request_id, settings.serve.similar_deadline_s)
-            return []
+            return [], "deadline"
         except Exception as exc:  # noqa: BLE001 - the prediction stands without neighbours
+            if classified.done() and classified.exception() is exc:
+                raise  # the classifier failed: the request fails, not only its neighbours
             metrics.retrieval_failures.labels("similar", type(exc).__name__).inc()
             metrics.similar_skipped.labels("error").inc()
             log.warning("request %s: similar reviews unavailable: %s: %s", request_id,
                         type(exc).__name__, exc)
-            return []
+            return [], "error"
+        finally:
+            lookups["running"] -= 1
         return [SimilarReview(id=h["id"], text=h["text"], label=h.get("label"),
-                              score=round(float(h["score"]), 6)) for h in hits]
+                              score=round(float(h["score"]), 6)) for h in hits], None
+
+    fold_case = settings.serve.cache_fold_case
+
+    def cache_key(identity: str, req: SentimentRequest, item: ClassifierInput) -> str:
+        k = settings.serve.similar_k if req.similar_k is None else req.similar_k
+        options = {"similar_k": k, "similar_mode": settings.serve.similar_mode} if (
+            search is not None and k) else {}
+        return response_key(model=identity, text=normalise_text(item.text, fold_case=fold_case),
+                            image_sha256=item.image_sha256, options=options)
+
+    async def answer(items: list[ClassifierInput], reqs: list[SentimentRequest],
+                     rid: str | None) -> list[tuple[dict[str, Any], int | None]]:
+        """Each item's answer (label, scores, modalities, similar, similar_skipped, cached)
+        and the size of the batch that computed it (``None`` for a cached answer)."""
+        identity = model_cache["identity"]
+        keys = [cache_key(identity, r, i) for r, i in zip(reqs, items, strict=True)]
+        found = await asyncio.gather(*(cache.get(k) for k in keys))
+        todo = [n for n, hit in enumerate(found) if hit is None]
+        results: list[tuple[dict[str, Any], int | None]] = [
+            ({**hit, "cached": True}, None) if hit is not None else ({}, None) for hit in found]
+        if not todo:
+            return results
+        classified = asyncio.ensure_future(service.classify([items[n] for n in todo]))
+        try:
+            neighbours = await asyncio.gather(*(
+                similar(reqs[n], items[n], rid, classified, pos) for pos, n in enumerate(todo)))
+            outputs = await classified
+        finally:
+            if not classified.done():
+                classified.cancel()
+        for n, (out, batch), (near, skipped) in zip(todo, outputs, neighbours, strict=True):
+            body = {"label": out.label, "scores": out.scores, "modalities": out.modalities,
+                    "similar": [s.model_dump() for s in near], "similar_skipped": skipped}
+            if skipped is None:  # a partial answer is not kept: asked again, it may be whole
+                await cache.put(keys[n], body)
+            results[n] = ({**body, "cached": False}, batch)
+        return results
 
     async def predict(request: Request, reqs: list[SentimentRequest]) -> list[Prediction]:
         start = time.perf_counter()
@@ -495,21 +580,17 @@ def build_api(service: ClassifierService, settings: Settings,
         images = ImageLoader(settings, decoder, fetcher.session())
         items = list(await asyncio.gather(*(to_input(r, settings, images) for r in reqs)))
         ref = await model_ref()
-        outputs, neighbours = await asyncio.gather(
-            service.classify(items),
-            asyncio.gather(*(similar(r, i, rid) for r, i in zip(reqs, items, strict=True))),
-        )
+        answers = await answer(items, reqs, rid)
         latency = (time.perf_counter() - start) * 1000
         preds = []
-        for (out, batch), near, req in zip(outputs, neighbours, reqs, strict=True):
-            metrics.batch_size.observe(batch)
-            metrics.predictions.labels(out.label, "+".join(out.modalities),
+        for (body, batch), req in zip(answers, reqs, strict=True):
+            if batch is not None:
+                metrics.batch_size.observe(batch)
+            metrics.predictions.labels(body["label"], "+".join(body["modalities"]),
                                        metrics.category_label(req.category)).inc()
-            recent.add(category=req.category, product=req.product, label=out.label,
-                       modalities=out.modalities, model_version=ref.version)
-            preds.append(Prediction(label=out.label, scores=out.scores, model=ref,
-                                    modalities=out.modalities, similar=near,
-                                    latency_ms=round(latency, 2)))
+            recent.add(category=req.category, product=req.product, label=body["label"],
+                       modalities=body["modalities"], model_version=ref.version)
+            preds.append(Prediction(model=ref, latency_ms=round(latency, 2), **body))
         return preds
 
     @app.post("/v1/sentiment", response_model=Prediction, responses=ERROR_RESPONSES,
@@ -650,4 +731,5 @@ class LocalClassifierService:
         return [(o, len(items)) for o in outs]
 
     async def describe(self) -> dict[str, Any]:
-        return {"model": self.backend.model.model_dump(), "backend": self.backend.name}
+        return describe_backend(self.backend)
+

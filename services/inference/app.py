@@ -3,8 +3,9 @@ retrieval service's ``Retriever`` (similar reviews, ``/v1/search``).
 
     app = SentimentAPI.bind(Classifier.bind(args), args, Retriever.bind(env))
 
-``Classifier`` wraps one backend (torch or vllm) and batches requests dynamically with
-``@serve.batch``; batch size and wait are retuned live through ``user_config``. A batch that
+``Classifier`` wraps one backend (torch or vllm) and batches requests dynamically with the
+service's one batcher (``services/inference/batching.py``, also what the ``local`` engine runs
+without Ray); batch size and wait are retuned live through ``user_config``. A batch that
 fails is retried item by item, so one bad item fails its own request alone.
 
 Backpressure: each deployment has ``max_ongoing_requests`` and ``max_queued_requests``
@@ -26,10 +27,13 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
-from shopsense.settings import Settings
+from shopsense.settings import BackendName, Settings
 
 from services.inference.api import build_api
-from services.inference.backends.base import ClassifierInput, ClassifierOutput, predict_isolated
+from services.inference.backends import make_backend
+from services.inference.backends.base import ClassifierInput, ClassifierOutput
+from services.inference.batching import BatchedClassifierService
+from services.inference.cache import build_cache
 from services.inference.errors import platform_error
 from services.retrieval.deployment import HandleSearchService, Retriever
 
@@ -38,7 +42,7 @@ class AppArgs(BaseModel):
     """Arguments of the application (serveConfigV2 ``args``); unset fields come from env."""
 
     model_uri: str | None = None
-    backend: str | None = None
+    backend: BackendName | None = None
     batching: bool | None = None
     batch_max_size: int | None = None
     batch_wait_timeout_s: float | None = None
@@ -64,62 +68,32 @@ class AppArgs(BaseModel):
             "classifier_replicas": self.classifier_replicas, "retrieval": self.retrieval,
             "similar_k": self.similar_k, "retriever_replicas": self.retriever_replicas,
         }.items() if v is not None}
-        return s.model_copy(update={"serve": s.serve.model_copy(update=serve_over)})
-
-
-def make_backend(settings: Settings):
-    """The one place that knows every backend."""
-    if settings.serve.backend == "torch":
-        from services.inference.backends.torch_backend import TorchBackend
-
-        return TorchBackend(settings, model_uri=settings.serve.model_uri)
-    if settings.serve.backend == "vllm":
-        from services.inference.backends.vllm import VLLMBackend
-
-        return VLLMBackend(settings.vllm)
-    raise ValueError(f"unknown backend {settings.serve.backend!r}; choose torch or vllm")
+        # validated: a backend or mode outside its Literal fails here, in one message
+        serve_settings = type(s.serve).model_validate({**s.serve.model_dump(), **serve_over})
+        return s.model_copy(update={"serve": serve_settings})
 
 
 @serve.deployment(name="Classifier", max_ongoing_requests=256)
 class Classifier:
+    """One backend behind the service's batcher (``BatchedClassifierService``, the same one the
+    ``local`` engine runs in the API process)."""
+
     def __init__(self, args: dict[str, Any]) -> None:
         os.environ.update(args.get("settings_env") or {})
         self.settings = AppArgs(**args).settings()
         self.backend = make_backend(self.settings)
-        self.batching = self.settings.serve.batching
-        self.predict_batched.set_max_batch_size(self.settings.serve.batch_max_size)
-        self.predict_batched.set_batch_wait_timeout_s(self.settings.serve.batch_wait_timeout_s)
+        self.service = BatchedClassifierService.from_settings(self.backend, self.settings.serve)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Live retuning through ``user_config`` (batching, batch_max_size, batch_wait)."""
-        if "batching" in config:
-            self.batching = bool(config["batching"])
-        if "batch_max_size" in config:
-            self.predict_batched.set_max_batch_size(int(config["batch_max_size"]))
-        if "batch_wait_timeout_s" in config:
-            self.predict_batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
-
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def predict_batched(
-        self, items: list[ClassifierInput]
-    ) -> list[tuple[ClassifierOutput, int] | Exception]:
-        # An exception returned in an item's place reaches that caller only (serve.batch
-        # fails every caller of the batch when the function raises).
-        outputs = await asyncio.to_thread(predict_isolated, self.backend, items)
-        return [o if isinstance(o, Exception) else (o, len(items)) for o in outputs]
+        self.service.reconfigure(config)
 
     async def predict(self, item: ClassifierInput) -> tuple[ClassifierOutput, int]:
-        if self.batching:
-            result = await self.predict_batched(item)
-        else:
-            result = (await asyncio.to_thread(predict_isolated, self.backend, [item]))[0]
-            result = result if isinstance(result, Exception) else (result, 1)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        # a batch that fails is retried item by item by the batcher: one bad item fails alone
+        return (await self.service.classify([item]))[0]
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.backend.model.model_dump(), "backend": self.backend.name}
+        return self.service.describe_now()
 
 
 class HandleClassifierService:
@@ -160,7 +134,8 @@ class SentimentAPI:
 
     def __serve_build_asgi_app__(self):
         # Serve's proxy sets and answers X-Request-Id itself: the API uses its id, adds none
-        return build_api(self.service, self.settings, self.search, echo_request_id=False)
+        return build_api(self.service, self.settings, self.search, echo_request_id=False,
+                         cache=build_cache())
 
 
 def build_app(args: AppArgs) -> serve.Application:

@@ -45,14 +45,30 @@ def serve_cmd(
     port: Optional[int] = typer.Option(None, help="HTTP port (default 8000)"),
     model: Optional[str] = typer.Option(None, help="models:/name@alias, models:/name/N or a bundle dir"),
     backend: Optional[str] = typer.Option(None, help="torch (default) or vllm"),
+    engine: Optional[str] = typer.Option(
+        None, help="local (default: API, batcher and model in this process on uvicorn) or ray "
+        "(the Ray Serve graph the chart deploys)"),
     batching: Optional[bool] = typer.Option(None, "--batching/--no-batching",
                                             help="dynamic request batching (default on)"),
     background: bool = typer.Option(False, "--background",
                                     help="start detached, wait until ready, print the URL"),
     ready_timeout: float = typer.Option(600, help="seconds to wait for readiness (--background)"),
 ) -> None:
-    """Run the Ray Serve application (FastAPI ingress + batching classifier) on HOST:PORT."""
+    """Run the service on HOST:PORT: in one process (engine local) or as the Ray Serve graph
+    (engine ray: FastAPI ingress, batching classifier, retriever)."""
     s = get_settings()
+    over = {k: v for k, v in (("engine", engine), ("backend", backend),
+                              ("batching", batching), ("model_uri", model)) if v is not None}
+    if over:
+        from pydantic import ValidationError
+
+        try:
+            serve_settings = type(s.serve).model_validate({**s.serve.model_dump(), **over})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            typer.echo(f"error: --{err['loc'][0]}: {err['msg']}", err=True)
+            raise typer.Exit(2) from None
+        s = s.model_copy(update={"serve": serve_settings})
     host = host or s.serve.host
     port = port or s.serve.port
     url = f"http://{host}:{port}"
@@ -69,7 +85,7 @@ def serve_cmd(
     if background:
         argv = [sys.executable, "-c", "from shopsense.cli import main; main()", "serve",
                 "--host", host, "--port", str(port)]
-        for flag, val in (("--model", model), ("--backend", backend)):
+        for flag, val in (("--model", model), ("--backend", backend), ("--engine", engine)):
             if val:
                 argv += [flag, val]
         if batching is not None:
@@ -93,6 +109,9 @@ def serve_cmd(
                    f"  (docs {url}/docs; stop with `shopsense stop`)")
         return
 
+    if s.serve.engine == "local":
+        _serve_local(s, host, port, url)
+        return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     from ray import serve
@@ -123,6 +142,20 @@ def serve_cmd(
         time.sleep(0.5)
     serve.shutdown()
     ray.shutdown()
+
+
+def _serve_local(s, host: str, port: int, url: str) -> None:
+    """The ``local`` engine: the API, its batcher, the model and the retriever in this
+    process, on uvicorn (SIGTERM and Ctrl-C stop it gracefully)."""
+    import uvicorn
+
+    from services.inference.local import build_local_app
+
+    app = build_local_app(s)
+    typer.echo(f"serving on {url} (docs {url}/docs; engine local); Ctrl-C stops", err=True)
+    # No per-request access log: on a small machine it costs a measurable share of CPU.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=10)
 
 
 def stop_cmd() -> None:

@@ -517,12 +517,20 @@ class HybridRetriever:
         mode: str = "hybrid",
         fusion: str | None = None,
         rerank: bool | None = None,
+        image_features: tuple[str, np.ndarray] | None = None,
     ) -> list[Hit]:
         """Ranked reviews similar to ``query`` (text) and/or ``image`` (bytes or PIL image);
-        ``rerank`` (``None`` = the setting) re-scores the fused head (module docstring)."""
+        ``rerank`` (``None`` = the setting) re-scores the fused head (module docstring).
+        ``image_features`` = ``(encoder id, unit vector)`` of ``image`` computed elsewhere (the
+        classifier's image branch): used instead of encoding the photo again when the id is
+        this index's image encoder (``ImageEmbedder.encoder_id``), else ignored."""
         args = check_search(query, has_image=image is not None, mode=mode, k=k, fusion=fusion,
                             rerank=rerank, filters=filters)
         text, filters = args.query or "", args.filters
+        if (image is not None and image_features is not None
+                and image_features[0] is not None
+                and image_features[0] == getattr(self.image_embedder, "encoder_id", None)):
+            image = np.asarray(image_features[1], dtype=np.float32).reshape(-1)
         do_rerank = (self.settings.rerank if rerank is None else rerank) and bool(text)
         reranker = self.reranker if do_rerank else None  # fails before searching if untrained
         depth = max(k, self.settings.candidates)

@@ -22,6 +22,7 @@ from torch import nn
 from shopsense import LABELS
 from shopsense.model.encoders import (
     IMAGE_DIM,
+    IMAGE_ENCODER_ID,
     TEXT_DIM,
     ImageEncoder,
     load_text_encoder,
@@ -166,17 +167,27 @@ def read_bundle_meta(path: Path) -> dict:
 class Predictor:
     """Batched inference over a loaded bundle: lists in, one probability row per item out."""
 
-    def __init__(self, model: SentimentModel, *, threads: int = 0) -> None:
+    def __init__(self, model: SentimentModel, *, threads: int = 0, text_engine: str = "torch",
+                 engine_cache_dir: Path | None = None) -> None:
+        from shopsense.model.text_engines import build_text_engine
+
         if threads:
             torch.set_num_threads(threads)
         self.model = model.eval()
         self.cfg = model.cfg
         self.labels = list(model.cfg.labels)
         self.tokenizer = load_tokenizer()
+        self.text_engine = build_text_engine(text_engine, self.model.text_encoder,
+                                             threads=threads, cache_dir=engine_cache_dir)
+        # The image features are the retrieval index's image vectors (before L2 norm) when the
+        # pretrained EfficientNet-Lite0 is used, so callers may reuse them for a lookup.
+        self.image_encoder_id = None if self.cfg.random_init else IMAGE_ENCODER_ID
 
     @classmethod
-    def from_bundle(cls, path: Path, *, threads: int = 0) -> Predictor:
-        return cls(SentimentModel.load_bundle(path), threads=threads)
+    def from_bundle(cls, path: Path, *, threads: int = 0, text_engine: str = "torch",
+                    engine_cache_dir: Path | None = None) -> Predictor:
+        return cls(SentimentModel.load_bundle(path), threads=threads, text_engine=text_engine,
+                   engine_cache_dir=engine_cache_dir)
 
     @torch.inference_mode()
     def image_features(self, images: Sequence[Image.Image], *, chunk: int = 4) -> torch.Tensor:
@@ -190,12 +201,22 @@ class Predictor:
             feats.append(self.model.image_encoder(pixels))
         return torch.cat(feats)
 
-    @torch.inference_mode()
     def predict_proba(
         self,
         texts: Sequence[str | None],
         images: Sequence[Image.Image | None] | None = None,
     ) -> np.ndarray:
+        """One row of label probabilities per item (text, image or both)."""
+        return self.predict_with_features(texts, images)[0]
+
+    @torch.inference_mode()
+    def predict_with_features(
+        self,
+        texts: Sequence[str | None],
+        images: Sequence[Image.Image | None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_proba`` and the image features it computed: ``(n, 1280)`` float32, zero
+        rows for items without an image (see ``image_encoder_id``)."""
         n = len(texts)
         images = list(images) if images is not None else [None] * n
         if len(images) != n:
@@ -209,9 +230,9 @@ class Predictor:
         t_idx = [i for i in range(n) if mt[i]]
         if t_idx:
             enc = tokenize(self.tokenizer, [texts[i] for i in t_idx], self.cfg)
-            text_feats[t_idx] = self.model.encode_text(enc["input_ids"], enc["attention_mask"])
+            text_feats[t_idx] = self.text_engine.encode(enc["input_ids"], enc["attention_mask"])
         i_idx = [i for i in range(n) if mi[i]]
         if i_idx:
             image_feats[i_idx] = self.image_features([images[i] for i in i_idx])
         logits = self.model.head(text_feats, image_feats, mt, mi)
-        return torch.softmax(logits, dim=-1).numpy()
+        return torch.softmax(logits, dim=-1).numpy(), image_feats.numpy()

@@ -24,6 +24,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 TEXT_DIM = 384
 IMAGE_DIM = 1280
 IMAGE_SIZE = 224
+#: What the pretrained image features are: two components that name the same id compute the
+#: same vector for the same photo (the classifier's image branch and the retrieval index).
+IMAGE_ENCODER_ID = "efficientnet-lite0/imagenet/mean-pool/224"
 
 
 def minilm_dir() -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 from PIL import Image
 
 from shopsense.schemas import ModelRef
@@ -16,6 +17,8 @@ class ClassifierInput:
 
     text: str | None = None
     image: Image.Image | None = None  # RGB, already size-checked
+    # sha256 of the photo's encoded bytes (the response cache's key); not sent to the model
+    image_sha256: str | None = field(default=None, compare=False, repr=False)
 
     def modalities(self) -> list[str]:
         return [m for m, v in (("text", self.text), ("image", self.image)) if v is not None]
@@ -26,6 +29,10 @@ class ClassifierOutput:
     label: str
     scores: dict[str, float]
     modalities: list[str] = field(default_factory=list)
+    # The photo's L2-normalised image features, when the backend's image encoder is the one
+    # the retrieval index uses (``image_encoder_id``): the similar-review lookup reuses them
+    # instead of encoding the photo again.
+    image_vector: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @runtime_checkable
@@ -36,6 +43,12 @@ class ClassifierBackend(Protocol):
 
     @property
     def model(self) -> ModelRef: ...
+
+    @property
+    def identity(self) -> str:
+        """What the answers depend on (model version, weights, engine): the response cache's
+        key includes it, so a new model never serves the old one's answers."""
+        ...
 
     def predict_batch(self, items: list[ClassifierInput]) -> list[ClassifierOutput]: ...
 

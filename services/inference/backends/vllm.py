@@ -492,6 +492,14 @@ class VLLMBackend:
     def model(self) -> ModelRef:
         return self._model
 
+    #: LLaVA's vision tower is not the retrieval index's image encoder.
+    image_encoder_id = None
+
+    @property
+    def identity(self) -> str:
+        m = self._model
+        return f"vllm/{m.name}/{m.uri or ''}/{m.version or ''}"
+
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:

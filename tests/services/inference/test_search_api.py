@@ -6,8 +6,6 @@ from fastapi.testclient import TestClient
 
 from services.inference.api import LocalClassifierService, build_api
 from services.retrieval.deployment import LocalSearchService
-from services.retrieval.retriever import HybridRetriever
-from services.retrieval.settings import RetrievalSettings
 from shopsense.settings import ImageSettings, ServeSettings, Settings
 
 from .conftest import png_b64
@@ -16,22 +14,6 @@ from .conftest import png_b64
 def _settings(**serve) -> Settings:
     return Settings(serve=ServeSettings(max_text_chars=5000, **serve),
                     images=ImageSettings(max_bytes=100_000, allow_hosts=[]))
-
-
-@pytest.fixture(scope="module")
-def indexed(data_dir, tmp_path_factory):
-    from shopsense.data.loaders import load_set
-    from shopsense.embed import text_embedder
-
-    el = load_set("blitzer-electronics", data_dir)
-    dvd = load_set("blitzer-dvd", data_dir)
-    reviews = el[:15] + el[-15:] + dvd[:10]
-    r = HybridRetriever.open(
-        RetrievalSettings(qdrant_url=None, opensearch_url=None, text_max_length=128),
-        index_dir=tmp_path_factory.mktemp("api-index"), text_embedder=text_embedder(128, 32))
-    r.index(reviews)
-    yield r, reviews
-    r.close()
 
 
 @pytest.fixture(scope="module")

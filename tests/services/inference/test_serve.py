@@ -1,4 +1,6 @@
-"""The real Ray Serve application, started the way `make demo` starts it."""
+"""The real service, started the way `make demo` starts it, on both engines: ``local`` (one
+process on uvicorn, the default) and ``ray`` (the Ray Serve graph the chart deploys). Every
+test runs against each: the same API code behind either."""
 
 import asyncio
 import os
@@ -35,10 +37,11 @@ def reviews_jsonl(data_dir, tmp_path_factory):
     return path, el[:12] + el[-12:]
 
 
-@pytest.fixture(scope="module")
-def service(registered_model, home, reviews_jsonl, tmp_path_factory):
+@pytest.fixture(scope="module", params=["local", "ray"])
+def service(request, registered_model, home, reviews_jsonl, tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "SHOPSENSE_HOME": str(home), "SHOPSENSE_SERVE__MAX_BATCH_ITEMS": "16",
+           "SHOPSENSE_SERVE__ENGINE": request.param,
            "SHOPSENSE_SERVE__MAX_BODY_BYTES": "2000000",
            "SHOPSENSE_RETRIEVAL__DIR": str(tmp_path_factory.mktemp("serve-index")),
            "SHOPSENSE_RETRIEVAL__TEXT_MAX_LENGTH": "128"}
