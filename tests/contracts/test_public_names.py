@@ -31,7 +31,7 @@ PUBLIC = {
     "shopsense.model": None,
     "services": None,
     "services.inference": None,
-    "services.inference.backends": None,
+    "services.inference.backends": ["describe_backend", "make_backend"],
     "services.inference.web": ["STATIC_DIR", "mount_ui", "router"],
     "services.retrieval": [
         "Filters", "Hit", "HybridRetriever", "MAX_K", "RetrievalSettings", "SearchArgs",

@@ -6,6 +6,8 @@ from typing import Any
 
 from shopsense.settings import Settings
 
+__all__ = ["describe_backend", "make_backend"]
+
 
 def make_backend(settings: Settings):
     """The backend ``settings.serve.backend`` names (torch: the registry's model)."""
