@@ -19,10 +19,8 @@ into ``labels.jsonl`` with a ``manifest.json`` (teacher identity, prompt, count,
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -32,7 +30,8 @@ import numpy as np
 
 from shopsense import LABELS
 from shopsense.errors import DataError
-from shopsense.store import ObjectNotFound, ObjectStore, join_key
+from shopsense.data.shards import ShardedRows
+from shopsense.store import ObjectStore, join_key
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,8 @@ def _now() -> str:
 
 
 class TeacherLabels:
-    """The teacher-label dataset of one teacher and prompt version in an object store."""
+    """The teacher-label dataset of one teacher and prompt version in an object store
+    (shards of ``shard_size`` labels, folded into ``labels.jsonl`` by :meth:`compact`)."""
 
     def __init__(self, store: ObjectStore, teacher: str, *, root: str = "teacher-labels",
                  prompt_version: str = PROMPT_VERSION, shard_size: int = 16) -> None:
@@ -155,44 +155,22 @@ class TeacherLabels:
         safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in teacher)
         self.prefix = join_key(root, safe, prompt_version)
         self.prompt_version = prompt_version
-        self.shard_size = shard_size
-        self._pending: list[dict[str, Any]] = []
+        self._rows = ShardedRows(store, self.prefix, main="labels.jsonl",
+                                 key=lambda row: row["key"], shard_size=shard_size,
+                                 check=self._check)
         self._known: dict[str, np.ndarray] | None = None
-        self._shard_no = 0
+
+    def _check(self, object_key: str, row: dict[str, Any]) -> None:
+        if row.get("teacher") != self.teacher:
+            raise DataError(f"{object_key}: teacher {row.get('teacher')!r} is not "
+                            f"{self.teacher!r}")
 
     # -- reading --------------------------------------------------------------------------
-    def _lines(self, key: str) -> list[dict[str, Any]]:
-        try:
-            data = self.store.get_bytes(key)
-        except ObjectNotFound:
-            return []
-        rows = []
-        for n, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                # a torn shard (a crash mid-upload on a store without atomic writes) loses
-                # only its own lines
-                log.warning("%s:%d: unreadable teacher label skipped (%s)", key, n, exc)
-        return rows
-
-    def _parts(self) -> list[str]:
-        return sorted(k for k in self.store.list(join_key(self.prefix, "parts"))
-                      if k.endswith(".jsonl"))
-
     def lookup(self) -> dict[str, np.ndarray]:
         """``{text key: probabilities}`` of every label made so far (cached in memory)."""
         if self._known is None:
-            known: dict[str, np.ndarray] = {}
-            for key in [join_key(self.prefix, "labels.jsonl"), *self._parts()]:
-                for row in self._lines(key):
-                    if row.get("teacher") != self.teacher:
-                        raise DataError(f"{key}: teacher {row.get('teacher')!r} is not "
-                                        f"{self.teacher!r}")
-                    known[row["key"]] = np.asarray(row["p"], dtype=np.float64)
-            self._known = known
+            self._known = {k: np.asarray(row["p"], dtype=np.float64)
+                           for k, row in self._rows.read().items()}
         return self._known
 
     def __len__(self) -> int:
@@ -201,46 +179,23 @@ class TeacherLabels:
     # -- writing --------------------------------------------------------------------------
     def add(self, key: str, p: np.ndarray, *, mass: float, text: str) -> None:
         self.lookup()[key] = np.asarray(p, dtype=np.float64)
-        self._pending.append({"key": key, "p": [round(float(x), 6) for x in p],
-                              "label": LABELS[int(np.argmax(p))],
-                              "mass": round(mass, 4), "teacher": self.teacher,
-                              "prompt": self.prompt_version, "text": text, "at": _now()})
-        if len(self._pending) >= self.shard_size:
-            self.flush()
+        self._rows.append({"key": key, "p": [round(float(x), 6) for x in p],
+                           "label": LABELS[int(np.argmax(p))],
+                           "mass": round(mass, 4), "teacher": self.teacher,
+                           "prompt": self.prompt_version, "text": text, "at": _now()})
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        self._shard_no += 1
-        name = (f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{os.getpid()}-"
-                f"{self._shard_no:05d}.jsonl")
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._pending)
-        self.store.put_bytes(join_key(self.prefix, "parts", name), body.encode(),
-                             content_type="application/x-ndjson")
-        self._pending = []
+        self._rows.flush()
 
     def compact(self) -> dict[str, Any]:
         """Fold the shards into ``labels.jsonl`` and write ``manifest.json``."""
-        self.flush()
-        parts = self._parts()
-        rows: dict[str, dict[str, Any]] = {}
-        for key in [join_key(self.prefix, "labels.jsonl"), *parts]:
-            for row in self._lines(key):
-                rows[row["key"]] = row
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                       for _, r in sorted(rows.items())).encode()
-        self.store.put_bytes(join_key(self.prefix, "labels.jsonl"), body,
-                             content_type="application/x-ndjson")
-        counts = {lbl: 0 for lbl in LABELS}
-        for r in rows.values():
-            counts[r["label"]] += 1
-        manifest = {"name": "teacher-labels", "teacher": self.teacher,
+
+        def manifest(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+            counts = {lbl: 0 for lbl in LABELS}
+            for r in rows.values():
+                counts[r["label"]] += 1
+            return {"name": "teacher-labels", "teacher": self.teacher,
                     "prompt_version": self.prompt_version, "count": len(rows),
-                    "labels": counts, "digest": hashlib.sha256(body).hexdigest(),
-                    "created_at": _now()}
-        self.store.put_bytes(join_key(self.prefix, "manifest.json"),
-                             json.dumps(manifest, indent=2).encode(),
-                             content_type="application/json")
-        for key in parts:  # only after labels.jsonl holds them
-            self.store.delete(key)
-        return manifest
+                    "labels": counts, "created_at": _now()}
+
+        return self._rows.compact(manifest)[1]

@@ -27,9 +27,7 @@ small budget covers every set and a larger one extends it.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -133,6 +131,7 @@ class QueryCache:
 
     def __init__(self, store: Any, generator: str, *, prompt_version: str = PROMPT_VERSION,
                  shard_size: int = 4) -> None:
+        from shopsense.data.shards import ShardedRows
         from shopsense.store import join_key
 
         self.store = store
@@ -140,9 +139,10 @@ class QueryCache:
         self.prompt_version = prompt_version
         self.prefix = join_key(ROOT, _safe(generator), prompt_version)
         self.shard_size = shard_size
-        self._pending: list[dict[str, Any]] = []
+        self._shards = ShardedRows(store, self.prefix, main="queries.jsonl",
+                                   key=lambda row: str(row["review_id"]),
+                                   shard_size=shard_size, check=self._check)
         self._rows: dict[str, dict[str, Any]] | None = None
-        self._shard_no = 0
 
     @staticmethod
     def open_store(settings: Any = None):
@@ -152,43 +152,16 @@ class QueryCache:
         s = settings or get_settings()
         return open_store(s.default_store_uri(), s)
 
+    def _check(self, object_key: str, row: dict[str, Any]) -> None:
+        if row.get("generator") != self.generator:
+            raise DataError(f"{object_key}: generator {row.get('generator')!r} is not "
+                            f"{self.generator!r}")
+
     # -- reading --------------------------------------------------------------------------
-    def _lines(self, key: str) -> list[dict[str, Any]]:
-        from shopsense.store import ObjectNotFound
-
-        try:
-            data = self.store.get_bytes(key)
-        except ObjectNotFound:
-            return []
-        rows = []
-        for n, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:  # a torn shard loses only its own lines
-                log.warning("%s:%d: unreadable line skipped (%s)", key, n, exc)
-        return rows
-
-    def _parts(self) -> list[str]:
-        from shopsense.store import join_key
-
-        return sorted(k for k in self.store.list(join_key(self.prefix, "parts"))
-                      if k.endswith(".jsonl"))
-
     def rows(self) -> dict[str, dict[str, Any]]:
         """review id -> its line (cached in memory)."""
         if self._rows is None:
-            from shopsense.store import join_key
-
-            rows: dict[str, dict[str, Any]] = {}
-            for key in [join_key(self.prefix, "queries.jsonl"), *self._parts()]:
-                for row in self._lines(key):
-                    if row.get("generator") != self.generator:
-                        raise DataError(f"{key}: generator {row.get('generator')!r} is not "
-                                        f"{self.generator!r}")
-                    rows[str(row["review_id"])] = row
-            self._rows = rows
+            self._rows = self._shards.read()
         return self._rows
 
     def queries(self) -> dict[str, list[str]]:
@@ -212,51 +185,24 @@ class QueryCache:
                "prompt": self.prompt_version, "seconds": round(seconds, 2), "at": _now(),
                "raw": raw}
         self.rows()[review_id] = row
-        self._pending.append(row)
-        if len(self._pending) >= self.shard_size:
-            self.flush()
+        self._shards.append(row)
 
     def flush(self) -> None:
-        from shopsense.store import join_key
-
-        if not self._pending:
-            return
-        self._shard_no += 1
-        name = (f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{os.getpid()}-"
-                f"{self._shard_no:05d}.jsonl")
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self._pending)
-        self.store.put_bytes(join_key(self.prefix, "parts", name), body.encode(),
-                             content_type="application/x-ndjson")
-        self._pending = []
+        self._shards.flush()
 
     def compact(self, describe: dict[str, Any] | None = None) -> dict[str, Any]:
         """Fold the shards into ``queries.jsonl`` and write ``manifest.json``."""
-        from shopsense.store import join_key
 
-        self.flush()
-        parts = self._parts()
-        rows: dict[str, dict[str, Any]] = {}
-        for key in [join_key(self.prefix, "queries.jsonl"), *parts]:
-            for row in self._lines(key):
-                rows[str(row["review_id"])] = row
-        body = "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                       for _, r in sorted(rows.items())).encode()
-        self.store.put_bytes(join_key(self.prefix, "queries.jsonl"), body,
-                             content_type="application/x-ndjson")
-        manifest = {"name": "retrieval-queries", "generator": self.generator,
+        def manifest(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+            return {"name": "retrieval-queries", "generator": self.generator,
                     "prompt_version": self.prompt_version, "reviews": len(rows),
                     "queries": sum(len(r.get("queries") or []) for r in rows.values()),
                     "reviews_without_usable_query": sum(not r.get("queries")
                                                         for r in rows.values()),
-                    "generator_settings": describe or {},
-                    "digest": hashlib.sha256(body).hexdigest(), "created_at": _now()}
-        self.store.put_bytes(join_key(self.prefix, "manifest.json"),
-                             json.dumps(manifest, indent=2).encode(),
-                             content_type="application/json")
-        for key in parts:  # only after queries.jsonl holds them
-            self.store.delete(key)
-        self._rows = rows
-        return manifest
+                    "generator_settings": describe or {}, "created_at": _now()}
+
+        self._rows, written = self._shards.compact(manifest)
+        return written
 
 
 def _safe(identity: str) -> str:
@@ -274,10 +220,11 @@ def all_cached_queries(store: Any, generator: str | None = None,
     out: dict[str, list[str]] = {}
     described = []
     for folder in folders:
-        probe = QueryCache(store, "?", prompt_version=prompt_version)
-        probe.prefix = f"{ROOT}/{folder}/{prompt_version}"
-        first = next((row for key in [f"{probe.prefix}/queries.jsonl", *probe._parts()]
-                      for row in probe._lines(key)), None)
+        from shopsense.data.shards import ShardedRows
+
+        probe = ShardedRows(store, f"{ROOT}/{folder}/{prompt_version}", main="queries.jsonl",
+                            key=lambda row: str(row["review_id"]), shard_size=1)
+        first = next(iter(probe.read().values()), None)
         if first is None:
             continue
         ident = str(first.get("generator"))
