@@ -87,14 +87,17 @@ def test_no_model_fails_with_one_clear_line(speed, tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.slow
-def test_whole_script_with_http_at_tiny_sizes(speed, tiny_train_result, tmp_path):
-    """In-process and HTTP (real `shopsense serve --background`, batching on, c=2, 1 s)."""
+def test_whole_script_with_http_at_tiny_sizes(speed, tiny_train_result, tmp_path, monkeypatch):
+    """In-process and HTTP (real `shopsense serve --background` on the Ray engine, whose
+    processes the memory figures name; batching on, c=2, 1 s). The side-by-side and encoder
+    sections are the next test's."""
+    monkeypatch.setenv("SHOPSENSE_SERVE__ENGINE", "ray")
     out = tmp_path / "speed.json"
     args = speed.parse_args([
         "--model", str(tiny_train_result.bundle_dir), "--repeats", "2", "--http-repeats", "1",
         "--items", "2", "--warmup-calls", "1", "--batch-sizes", "1,2", "--modes", "text",
         "--concurrency", "2", "--seconds", "1", "--warmup", "0.5", "--batching", "on",
-        "--sample-interval", "0.2", "--json", str(out)])
+        "--sample-interval", "0.2", "--side", "", "--engines", "", "--json", str(out)])
     console, buf = _console()
     result = speed.run(args, console)
 
@@ -112,3 +115,32 @@ def test_whole_script_with_http_at_tiny_sizes(speed, tiny_train_result, tmp_path
     assert [t["met"] is not None for t in result["targets"]] == [True, True, True]
     text = buf.getvalue()
     assert "Targets" in text and "In-process" in text and "HTTP POST /v1/sentiment" in text
+
+
+@pytest.mark.slow
+def test_peer_side_by_side_and_encoder_engines_at_tiny_sizes(speed, tiny_train_result,
+                                                             tmp_path):
+    """The plain peer and the local engine under the same load, every row as a ratio to the
+    peer and to in-process; the onnx text engine against torch on held-out reviews."""
+    out = tmp_path / "speed.json"
+    args = speed.parse_args([
+        "--model", str(tiny_train_result.bundle_dir), "--repeats", "1", "--http-repeats", "1",
+        "--items", "2", "--warmup-calls", "1", "--batch-sizes", "1", "--modes", "text",
+        "--skip-http", "--side", "peer,local", "--side-concurrency", "1", "--seconds", "1",
+        "--warmup", "0.5", "--engines", "onnx", "--heldout-per-set", "10",
+        "--json", str(out)])
+    console, buf = _console()
+    speed.run(args, console)
+
+    raw = json.loads(out.read_text())
+    assert [r["key"] for r in raw["side"]] == ["peer", "local"]
+    for row in raw["side"]:
+        (level,) = row["levels"]
+        assert level["requests"] > 0 and level["errors"] == 0
+        assert level["rps_vs_inproc"] is not None and "loadgen_cpu_pct" in level
+    peer, local = raw["side"]
+    assert peer["levels"][0]["rps_vs_peer"] == pytest.approx(1.0)
+    assert local["levels"][0]["rps_vs_peer"] > 0
+    engines = {r["engine"]: r for r in raw["engines"]["rows"]}
+    assert set(engines) == {"torch", "onnx"}
+    assert engines["onnx"]["agreement"] >= 0.9
