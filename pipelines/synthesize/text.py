@@ -338,8 +338,20 @@ _TITLE_REVIEW = re.compile(r"title\s*:\s*(?P<title>[^\n]*)\n+\s*review\s*:\s*(?P
                            re.IGNORECASE | re.DOTALL)
 
 
-_REFUSAL = re.compile(r"^\W*(sorry|i'?m sorry|i cannot|i can't|as an ai|i am unable)",
-                      re.IGNORECASE)
+# A refusal, wherever the reply put it (a "Review:" that apologises is still one). Opening
+# words that a real negative review also uses ("Sorry, but this film ...") are not enough: it
+# takes the assistant's phrasing of declining, near the start.
+_REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry)[,.!]?\s*(?:but\s+)?i\b"
+    r"|\bas an ai\b"
+    r"|\bi (?:cannot|can't|can not|am unable to|'m unable to|am not able to) "
+    r"(?:provide|write|create|generate|fulfil|fulfill|help|assist|comply|complete)"
+    r"|^\W*i apologi[sz]e\b", re.IGNORECASE)
+
+
+def is_refusal(text: str) -> bool:
+    """Whether ``text`` (a reply or the review taken from it) declines instead of answering."""
+    return bool(_REFUSAL.search(text[:300]))
 
 
 def _parse_reply(content: Any) -> dict[str, Any]:
@@ -350,8 +362,9 @@ def _parse_reply(content: Any) -> dict[str, Any]:
     text = content if isinstance(content, str) else json.dumps(content)
     m = _TITLE_REVIEW.search(text)
     if m:
-        return {"title": m.group("title").strip().strip('"'),
-                "text": m.group("text").strip().strip('"')}
+        body = m.group("text").strip().strip('"')
+        return {} if is_refusal(body) else {"title": m.group("title").strip().strip('"'),
+                                            "text": body}
     start, end = text.find("{"), text.rfind("}")
     if start != -1 and end > start:
         try:
@@ -359,9 +372,9 @@ def _parse_reply(content: Any) -> dict[str, Any]:
         except json.JSONDecodeError:
             obj = None
         if isinstance(obj, dict):
-            return obj
+            return {} if is_refusal(str(obj.get("text") or "")) else obj
     plain = text.strip()
-    if not plain or _REFUSAL.search(plain):
+    if not plain or is_refusal(plain):
         return {}
     lines = [ln.strip() for ln in plain.splitlines() if ln.strip()]
     if len(lines) > 1 and len(lines[0].split()) <= 10:

@@ -113,3 +113,30 @@ def test_llm_generator_with_the_real_server(tmp_path, data_dir, smol_llm):
         assert r.label_source == "spec" and r.source.spec["spec"]["style_examples"] == 20
     assert res.llm_fallbacks == sum(1 for r in reviews if r.source.spec["controls"].get(
         "llm_fallback"))
+
+
+@pytest.mark.parametrize("reply", [
+    "sorry, I cannot help with that",
+    "Title: Beowulf & Grendel: DVD Review\nReview: I am sorry to inform you that I cannot "
+    "provide the requested review for Beowulf & Grendel as it is not a DVD product.",
+    '{"title": "x", "text": "As an AI language model, I do not watch films."}',
+    "I apologize, but I can't write reviews of real products.",
+    "Title: DVD\nReview: I'm sorry, but I am unable to comply with this request.",
+])
+def test_a_refusal_is_no_review_whatever_its_form(reply):
+    """Seen from Qwen2.5-Coder-1.5B in a cold-start run: an apology inside the asked
+    ``Title:/Review:`` form got past a check that only looked at unformatted replies."""
+    from pipelines.synthesize.text import _parse_reply
+
+    assert _parse_reply(reply) == {}
+
+
+@pytest.mark.parametrize("reply", [
+    "Title: Sorry I bought it\nReview: Sorry, but this film is two hours I will never get "
+    "back. The acting is wooden and the disc skipped twice.",
+    "Title: Not for me\nReview: I cannot recommend this DVD: the transfer is muddy.",
+])
+def test_a_negative_review_that_apologises_is_still_a_review(reply):
+    from pipelines.synthesize.text import _parse_reply
+
+    assert _parse_reply(reply)["text"].split()[0] in {"Sorry,", "I"}
