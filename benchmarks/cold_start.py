@@ -20,7 +20,7 @@ reviews. Targets (the LLM issue): at least half the gap closed on every category
 most 0.7, confident auto-labels at least 0.9 accurate.
 
     .venv/bin/python benchmarks/cold_start.py [--categories dvd,books,electronics]
-        [--budget-minutes 60] [--json]
+        [--budget-minutes 60] [--teacher-eval 300] [--json]
 
 The LLM's labels go to the teacher-label cache of ``SHOPSENSE_STORE_URI`` (default the
 home's store), so a re-run reuses them; the registry and the work files go to a fresh
@@ -120,6 +120,18 @@ def run_category(cat: str, args, env: dict, work: Path) -> dict:
                         ("oracle", str(oracle))):
         ev = _cli("evaluate", "--data", str(eval_file), "--model", model, "--json", env=env)
         out[name] = {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "n": ev["n"]}
+    if args.teacher_eval:
+        # the teacher beside the three on the same first N of half B (the seeded order keeps
+        # the label mix): is the distilled cold-start model within 2 points of its teacher?
+        sub = _jsonl(w / "B-teacher.jsonl", half_b[: args.teacher_eval], labels=True)
+        ev = _cli("evaluate", "--data", str(sub), "--baseline", "llm", "--json", env=env)
+        out["teacher_subset"] = {"llm": {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"],
+                                         "n": ev["n"]}}
+        for name, model in (("without", str(without)), ("coldstart", cold["model"]),
+                            ("oracle", str(oracle))):
+            ev = _cli("evaluate", "--data", str(sub), "--model", model, "--json", env=env)
+            out["teacher_subset"][name] = {"accuracy": ev["accuracy"],
+                                           "macro_f1": ev["macro_f1"], "n": ev["n"]}
     gap = out["oracle"]["macro_f1"] - out["without"]["macro_f1"]
     out["gap_closed"] = ((out["coldstart"]["macro_f1"] - out["without"]["macro_f1"]) / gap
                          if gap > 1e-9 else None)
@@ -155,6 +167,9 @@ def main() -> None:
     ap.add_argument("--budget-minutes", type=float, default=60.0)
     ap.add_argument("--base-per-set", type=int, default=500)
     ap.add_argument("--max-input", type=int, default=None, help="at most N reviews of half A")
+    ap.add_argument("--teacher-eval", type=int, default=300,
+                    help="score the LLM teacher and the three models on the first N reviews "
+                         "of half B (0: skip; the LLM reads about 2 s per review)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=None)
@@ -193,6 +208,19 @@ def main() -> None:
               f"{c['minutes']:8.1f}")
     print("(macro-F1 on half B of each category; cold = `shopsense coldstart` on half A "
           "without labels; gap closed = (cold - without) / (oracle - without))")
+    rows = [r for r in results["categories"] if r.get("teacher_subset")]
+    if rows:
+        print()
+        print("# the LLM teacher beside the three models, accuracy on the first "
+              f"{args.teacher_eval} reviews of half B")
+        print(f"{'category':12s} {'n':>5s} {'teacher':>8s} {'without':>8s} {'cold':>8s} "
+              f"{'oracle':>8s} {'cold - teacher':>15s}")
+        for r in rows:
+            t = r["teacher_subset"]
+            print(f"{r['category']:12s} {t['llm']['n']:5d} {t['llm']['accuracy']:8.4f} "
+                  f"{t['without']['accuracy']:8.4f} {t['coldstart']['accuracy']:8.4f} "
+                  f"{t['oracle']['accuracy']:8.4f} "
+                  f"{100 * (t['coldstart']['accuracy'] - t['llm']['accuracy']):+12.1f} pt")
 
 
 if __name__ == "__main__":

@@ -670,7 +670,7 @@ def bench_side_by_side(bundle_dir: Path, model_uri: str, tracking_uri: str, data
                 ctx = running_service(model_uri, tracking_uri, batching=True, engine=engine,
                                       env_extra=env)
             levels = []
-            with ctx as svc:
+            with ctx as svc, MemorySampler(svc) as mem:
                 for c in concurrencies:
                     cpu0, t0 = tree_cpu_times(svc.pid), time.perf_counter()
                     res = run_load(svc.url, concurrency=c, seconds=seconds, warmup=warmup,
@@ -681,7 +681,7 @@ def bench_side_by_side(bundle_dir: Path, model_uri: str, tracking_uri: str, data
                     levels.append(res)
             out.append({"key": key, "what": what, "engine": engine, "similar": similar,
                         "cache": cache, "repeats": repeated, "startup_s": svc.startup_s,
-                        "levels": levels})
+                        "levels": levels, "memory": mem.summary()})
     finally:
         if index is not None:
             shutil.rmtree(index[1], ignore_errors=True)
@@ -804,6 +804,29 @@ def compute_targets(inproc: list[dict], http: list[dict]) -> list[dict[str, Any]
     return targets
 
 
+def side_targets(side: list[dict]) -> list[dict[str, Any]]:
+    """The one-machine targets against the plain peer, for each ``shopsense serve`` row with
+    distinct texts: at the highest concurrency at least the peer's throughput, at the lowest a
+    p50 at or below the peer's."""
+    targets = []
+    for row in side:
+        if row["key"] == "peer" or row["repeats"] or not row["levels"]:
+            continue
+        hi = max(row["levels"], key=lambda lv: lv["concurrency"])
+        lo = min(row["levels"], key=lambda lv: lv["concurrency"])
+        for what, goal, value, ok in (
+                (f"{row['key']}: req/s at c={hi['concurrency']} / peer", ">= 1.00",
+                 hi.get("rps_vs_peer"), lambda v: v >= 1.0),
+                (f"{row['key']}: p50 at c={lo['concurrency']} / peer", "<= 1.00",
+                 lo.get("p50_vs_peer"), lambda v: v <= 1.0)):
+            met = None if value is None else ok(value)
+            targets.append({"target": what, "goal": goal, "value": value,
+                            "display": fmt(value, 2), "met": met,
+                            "missed_by": None if met in (None, True) else
+                            f"{abs(value - 1.0):.2f}"})
+    return targets
+
+
 def print_report(result: dict[str, Any], console=None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -868,7 +891,10 @@ def print_report(result: dict[str, Any], console=None) -> None:
                           f"{lv['loadgen_cpu_pct']:.0f}%")
         console.print(t)
         for row in side:
-            console.print(f"  {row['key']}: {row['what']}")
+            mem = row.get("memory")
+            peak = (f"; peak RSS {mem['peak_total_bytes'] / GIB:.2f} GiB over "
+                    f"{mem['peak_processes']} processes" if mem else "")
+            console.print(f"  {row['key']}: {row['what']}{peak}")
 
     ref = _inproc_text_ref(inproc)
     for h in result["http"]:
@@ -1035,7 +1061,8 @@ def run(args: argparse.Namespace, console=None) -> dict[str, Any]:
             seconds=args.seconds, warmup=args.warmup, repeats=args.http_repeats, tool=tool,
             sample_interval=args.sample_interval)
     result["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
-    result["targets"] = compute_targets(result["inprocess"], result["http"])
+    result["targets"] = (compute_targets(result["inprocess"], result["http"])
+                         + side_targets(result["side"]))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=2, default=str))

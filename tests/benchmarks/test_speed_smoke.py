@@ -141,6 +141,11 @@ def test_peer_side_by_side_and_encoder_engines_at_tiny_sizes(speed, tiny_train_r
     peer, local = raw["side"]
     assert peer["levels"][0]["rps_vs_peer"] == pytest.approx(1.0)
     assert local["levels"][0]["rps_vs_peer"] > 0
+    assert peer["memory"]["peak_total_bytes"] > 0 and local["memory"]["peak_processes"] >= 1
+    # the one-machine targets against the peer, for the served row only
+    side = [t for t in raw["targets"] if t["target"].startswith("local:")]
+    assert [t["goal"] for t in side] == [">= 1.00", "<= 1.00"]
+    assert all(t["met"] is not None for t in side)
     engines = {r["engine"]: r for r in raw["engines"]["rows"]}
     assert set(engines) == {"torch", "onnx"}
     assert engines["onnx"]["agreement"] >= 0.9
