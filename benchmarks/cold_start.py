@@ -20,7 +20,7 @@ reviews. Targets (the LLM issue): at least half the gap closed on every category
 most 0.7, confident auto-labels at least 0.9 accurate.
 
     .venv/bin/python benchmarks/cold_start.py [--categories dvd,books,electronics]
-        [--budget-minutes 60] [--teacher-eval 300] [--json]
+        [--budget-minutes 60] [--teacher-eval 300] [--json] [--from-results FILE]
 
 The LLM's labels go to the teacher-label cache of ``SHOPSENSE_STORE_URI`` (default the
 home's store), so a re-run reuses them; the registry and the work files go to a fresh
@@ -111,7 +111,7 @@ def run_category(cat: str, args, env: dict, work: Path) -> dict:
                 "--budget-minutes", str(args.budget_minutes), "--base-sets", ",".join(base),
                 "--base-per-set", str(args.base_per_set), "--champion", str(without),
                 "--workers", str(args.workers), "--seed", str(args.seed), env=env)
-    out["coldstart"] = cold
+    out["run"] = cold  # the coldstart command's own JSON
     out["coldstart_wall_minutes"] = round((time.monotonic() - t) / 60, 2)
     oracle, secs = _train("oracle", w, base, half_a, half_b, args)
     out["oracle_train_s"] = round(secs, 1)
@@ -119,7 +119,8 @@ def run_category(cat: str, args, env: dict, work: Path) -> dict:
     for name, model in (("without", str(without)), ("coldstart", cold["model"]),
                         ("oracle", str(oracle))):
         ev = _cli("evaluate", "--data", str(eval_file), "--model", model, "--json", env=env)
-        out[name] = {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "n": ev["n"]}
+        out.setdefault("scores", {})[name] = {"accuracy": ev["accuracy"],
+                                              "macro_f1": ev["macro_f1"], "n": ev["n"]}
     if args.teacher_eval:
         # the teacher beside the three on the same first N of half B (the seeded order keeps
         # the label mix): is the distilled cold-start model within 2 points of its teacher?
@@ -132,8 +133,9 @@ def run_category(cat: str, args, env: dict, work: Path) -> dict:
             ev = _cli("evaluate", "--data", str(sub), "--model", model, "--json", env=env)
             out["teacher_subset"][name] = {"accuracy": ev["accuracy"],
                                            "macro_f1": ev["macro_f1"], "n": ev["n"]}
-    gap = out["oracle"]["macro_f1"] - out["without"]["macro_f1"]
-    out["gap_closed"] = ((out["coldstart"]["macro_f1"] - out["without"]["macro_f1"]) / gap
+    sc = out["scores"]
+    gap = sc["oracle"]["macro_f1"] - sc["without"]["macro_f1"]
+    out["gap_closed"] = ((sc["coldstart"]["macro_f1"] - sc["without"]["macro_f1"]) / gap
                          if gap > 1e-9 else None)
     out["auto_labels"] = _auto_label_accuracy(Path(cold["work_dir"]) / "labelled", half_a)
     return out
@@ -174,7 +176,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--home", type=Path, default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--from-results", type=Path, default=None,
+                    help="print the tables of a saved run's results.json and exit")
     args = ap.parse_args()
+    if args.from_results:
+        print_tables(json.loads(args.from_results.read_text()))
+        return
 
     from shopsense.settings import get_settings
 
@@ -192,27 +199,36 @@ def main() -> None:
     if args.json:
         print(json.dumps(results, indent=2, default=str))
         return
-    print(f"# cold start per held-out Blitzer category (budget {args.budget_minutes:g} min, "
-          f"base sets capped at {args.base_per_set}; load average at start "
+    print_tables(results)
+
+
+def print_tables(results: dict) -> None:
+    """The two tables of a run (also from a saved ``results.json``: ``--from-results``)."""
+    print(f"# cold start per held-out Blitzer category (budget {results['budget_minutes']:g} "
+          f"min, base sets capped at {results['base_per_set']}; load average at start "
           f"{results['load_average_start']:.1f})")
     print(f"{'category':12s} {'without':>8s} {'cold':>8s} {'oracle':>8s} {'gap closed':>10s} "
-          f"{'auto-label acc (cov.)':>22s} {'kept AUC':>9s} {'synth kept':>10s} {'minutes':>8s}")
+          f"{'auto-label acc (cov.)':>22s} {'AUC before':>10s} {'kept AUC':>9s} "
+          f"{'synth kept':>10s} {'minutes':>8s}")
+    nan = float("nan")
     for r in results["categories"]:
-        c, a = r["coldstart"], r["auto_labels"]
+        c, a, sc = r["run"], r["auto_labels"], r["scores"]
+        auc = {k: nan if v is None else v for k, v in c["discriminator_auc"].items()}
         gap = "n/a" if r["gap_closed"] is None else f"{r['gap_closed']:.2f}"
-        print(f"{r['category']:12s} {r['without']['macro_f1']:8.4f} "
-              f"{r['coldstart']['macro_f1']:8.4f} {r['oracle']['macro_f1']:8.4f} {gap:>10s} "
+        print(f"{r['category']:12s} {sc['without']['macro_f1']:8.4f} "
+              f"{sc['coldstart']['macro_f1']:8.4f} {sc['oracle']['macro_f1']:8.4f} {gap:>10s} "
               f"{a['accuracy']:13.4f} ({a['coverage']:.2f}) "
-              f"{c['discriminator_auc']['after'] if c['discriminator_auc']['after'] is not None else float('nan'):9.3f} "
+              f"{auc['before']:10.3f} {auc['after']:9.3f} "
               f"{c['counts']['synthetic_kept']:4d}/{c['counts']['synthetic_generated']:<5d} "
               f"{c['minutes']:8.1f}")
     print("(macro-F1 on half B of each category; cold = `shopsense coldstart` on half A "
-          "without labels; gap closed = (cold - without) / (oracle - without))")
+          "without labels; gap closed = (cold - without) / (oracle - without); minutes = "
+          "the coldstart command's own)")
     rows = [r for r in results["categories"] if r.get("teacher_subset")]
     if rows:
         print()
         print("# the LLM teacher beside the three models, accuracy on the first "
-              f"{args.teacher_eval} reviews of half B")
+              f"{rows[0]['teacher_subset']['llm']['n']} reviews of half B")
         print(f"{'category':12s} {'n':>5s} {'teacher':>8s} {'without':>8s} {'cold':>8s} "
               f"{'oracle':>8s} {'cold - teacher':>15s}")
         for r in rows:
@@ -221,7 +237,6 @@ def main() -> None:
                   f"{t['without']['accuracy']:8.4f} {t['coldstart']['accuracy']:8.4f} "
                   f"{t['oracle']['accuracy']:8.4f} "
                   f"{100 * (t['coldstart']['accuracy'] - t['llm']['accuracy']):+12.1f} pt")
-
 
 if __name__ == "__main__":
     main()
