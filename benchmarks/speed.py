@@ -638,11 +638,20 @@ SIDE_BY_SIDE: tuple[tuple[str, str, str | None, bool, bool, bool], ...] = (
     ("local+similar", "shopsense serve, engine local, similar on", "local", True, False, False),
     ("ray", "shopsense serve, engine ray, similar off", "ray", False, False, False),
     ("ray+similar", "shopsense serve, engine ray, similar on", "ray", True, False, False),
+    ("local-openvino", "shopsense serve, engine local, text engine openvino, similar off",
+     "local", False, False, False),
+    ("local-openvino+similar", "shopsense serve, engine local, text engine openvino, "
+     "similar on", "local", True, False, False),
     ("repeats-nocache", "engine local, similar on, 8 texts repeated, no cache", "local",
      True, False, True),
     ("repeats-cache", "engine local, similar on, 8 texts repeated, in-process LRU", "local",
      True, True, True),
 )
+#: settings a side-by-side row adds to its service (the rest is the default)
+SIDE_ENV: dict[str, dict[str, str]] = {
+    "local-openvino": {"SHOPSENSE_SERVE__TEXT_ENGINE": "openvino"},
+    "local-openvino+similar": {"SHOPSENSE_SERVE__TEXT_ENGINE": "openvino"},
+}
 
 
 def bench_side_by_side(bundle_dir: Path, model_uri: str, tracking_uri: str, data_dir: Path, *,
@@ -664,7 +673,8 @@ def bench_side_by_side(bundle_dir: Path, model_uri: str, tracking_uri: str, data
             else:
                 env = {"SHOPSENSE_CACHE__ENABLED": "true" if cache else "false",
                        "SHOPSENSE_SERVE__SIMILAR_K": "3" if similar else "0",
-                       "SHOPSENSE_SERVE__RETRIEVAL": "true" if similar else "false"}
+                       "SHOPSENSE_SERVE__RETRIEVAL": "true" if similar else "false",
+                       **SIDE_ENV.get(key, {})}
                 if index is not None:
                     env["SHOPSENSE_RETRIEVAL__DIR"] = str(index[0])
                 ctx = running_service(model_uri, tracking_uri, batching=True, engine=engine,
