@@ -297,7 +297,8 @@ class LLMGenerator:
         noun = self.fallback.bank.noun
         shown = "\n".join(f'Review {i}: "{_clip(e, self.example_chars)}"'
                            for i, e in enumerate(examples, 1))
-        ask = _ASK.format(product=product or f"a {noun}", label=label, rating=rating,
+        ask = _ASK.format(product=prompt_product(product, self.category) or f"a {noun}",
+                          label=label, rating=rating,
                           words=words, aspect=aspect, tone=tone,
                           negation=" Use at least one negated phrase." if negation else "")
         messages = [("system", _SYSTEM),
@@ -321,13 +322,41 @@ class LLMGenerator:
             g = self.fallback.generate(label, product=product, aspect=aspect, rng=rng)
             g.controls["llm_fallback"] = True
             return g
-        return Generated(title=str(obj.get("title") or "")[:200] or label.title(), text=text,
+        # no usable title: a customer's short one (not the label word, which no customer writes)
+        title = (clean_title(str(obj.get("title") or ""))[:200]
+                 or _TITLE[label][seed % len(_TITLE[label])].format(noun=noun))
+        return Generated(title=title, text=text,
                          generator=self.name, controls={
                              "aspect": aspect, "intensity": intensity, "negation": negation,
                              "product": product, "rating": rating, "tone": tone,
                              "words": words, "seed": seed, "temperature": self.temperature,
                              "examples": len(examples),
                              "examples_from": "category" if self.style else "phrase-bank"})
+
+
+def prompt_product(name: str, category: str | None = None) -> str:
+    """The product as a customer would name it: a shop's listing name without the segments
+    that are the category or a comma-separated list (``"Le Samourai: DVD: Alain Delon,
+    Francois Perier, ..."`` -> ``"Le Samourai"``), which the LLM otherwise copies into its
+    titles."""
+    parts = [p.strip() for p in (name or "").split(": ")]
+    keep: list[str] = []
+    for part in parts:
+        if keep and (part.count(",") >= 2
+                     or (category and part.lower() == category.lower())):
+            break
+        keep.append(part)
+    return ": ".join(keep).strip()
+
+
+_TITLE_PREFIX = re.compile(r"^(?:[\W_]*title\s*[:\-]\s*)+", re.IGNORECASE)
+
+
+def clean_title(title: str) -> str:
+    """A reply's title without a repeated ``Title:`` label, markdown or quotes; empty when it
+    is only a sentiment word (the answer then gets its label's default title)."""
+    t = _TITLE_PREFIX.sub("", title.strip()).strip().strip('"*#_ ').strip()
+    return "" if t.lower() in {"positive", "negative", "neutral"} else t
 
 
 def _clip(text: str, n: int) -> str:

@@ -117,8 +117,8 @@ def test_llm_generator_with_the_real_server(tmp_path, data_dir, smol_llm):
 
 @pytest.mark.parametrize("reply", [
     "sorry, I cannot help with that",
-    "Title: Beowulf & Grendel: DVD Review\nReview: I am sorry to inform you that I cannot "
-    "provide the requested review for Beowulf & Grendel as it is not a DVD product.",
+    ("Title: Beowulf & Grendel: DVD Review\nReview: I am sorry to inform you that I cannot "
+     "provide the requested review for Beowulf & Grendel as it is not a DVD product."),
     '{"title": "x", "text": "As an AI language model, I do not watch films."}',
     "I apologize, but I can't write reviews of real products.",
     "Title: DVD\nReview: I'm sorry, but I am unable to comply with this request.",
@@ -132,11 +132,51 @@ def test_a_refusal_is_no_review_whatever_its_form(reply):
 
 
 @pytest.mark.parametrize("reply", [
-    "Title: Sorry I bought it\nReview: Sorry, but this film is two hours I will never get "
-    "back. The acting is wooden and the disc skipped twice.",
+    ("Title: Sorry I bought it\nReview: Sorry, but this film is two hours I will never get "
+     "back. The acting is wooden and the disc skipped twice."),
     "Title: Not for me\nReview: I cannot recommend this DVD: the transfer is muddy.",
 ])
 def test_a_negative_review_that_apologises_is_still_a_review(reply):
     from pipelines.synthesize.text import _parse_reply
 
     assert _parse_reply(reply)["text"].split()[0] in {"Sorry,", "I"}
+
+
+def test_the_prompt_names_the_product_as_a_customer_would():
+    from pipelines.synthesize.text import prompt_product
+
+    blitzer = ("Chitty Chitty Bang Bang (Special Edition): DVD: Dick Van Dyke,Sally Ann Howes,"
+               "Lionel Jeffries,Gert Frobe")
+    assert prompt_product(blitzer, "dvd") == "Chitty Chitty Bang Bang (Special Edition)"
+    assert prompt_product("Star Wars: Episode IV: A New Hope", "dvd") == (
+        "Star Wars: Episode IV: A New Hope")
+    assert prompt_product("Nokia 6610", "electronics") == "Nokia 6610"
+    assert prompt_product("", "dvd") == ""
+
+
+@pytest.mark.parametrize(("raw", "clean"), [
+    ("Title: Beowulf & Grendel: DVD Review", "Beowulf & Grendel: DVD Review"),
+    ("**Title:** Title: Great fun", "Great fun"),
+    ('"A heartwarming tale"', "A heartwarming tale"),
+    ("Negative", ""),
+    ("Entitled to a refund", "Entitled to a refund"),
+])
+def test_titles_lose_the_reply_form(raw, clean):
+    from pipelines.synthesize.text import clean_title
+
+    assert clean_title(raw) == clean
+
+
+def test_an_llm_review_without_a_usable_title_gets_a_customers_one(tmp_path, data_dir):
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    reply = ("Title: Negative\nReview: The disc froze twice and the sound was out of sync "
+             "for the whole second half.")
+    spec = GenerationSpec(category="dvd", products=["Finding Nemo: DVD: A,B,C"],
+                          generator="llm", image_fraction=0.0, seed=3,
+                          count_per_label={"negative": 1, "neutral": 0, "positive": 0})
+    run_synthesize(spec, (tmp_path / "t").as_uri(), chat=FakeListChatModel(responses=[reply]),
+                   data_dir=data_dir)
+    (review,) = list(read_dataset(LocalStore(tmp_path), "t")[1])
+    assert review.source.generator == "llm:FakeListChatModel"
+    assert review.title and review.title.lower() != "negative"
