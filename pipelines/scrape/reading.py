@@ -64,9 +64,17 @@ class PageReader:
         if learned:
             proposals.append(SelectorSet(**{k: v for k, v in learned.items()
                                             if k != "count" and v}, origin="heuristic"))
+        checked = []
         for prop in proposals:
             result = await page.evaluate(SELECTOR_JS, prop.model_dump())
             ok, why = validate_selectors(result, prop, min_text=self.cfg.min_text_chars)
+            checked.append((prop, ok, why, len((result or {}).get("rows") or []) if ok else 0))
+        # a valid proposal that finds fewer reviews on this page than another valid one is a
+        # partial match (seen: an LLM container that held a third of a site's reviews)
+        most = max((n for _, ok, _, n in checked if ok), default=0)
+        for prop, ok, why, n in checked:
+            if ok and n < most:
+                ok, why = False, f"finds {n} of the {most} reviews other selectors find"
             if ok:
                 cls = set(re.findall(r"\.([\w-]+)", prop.container))
                 served = {tok for value in _CLASS_ATTR.findall(raw_html) for tok in value.split()}

@@ -179,6 +179,9 @@ def test_429_is_retried_and_slows_the_host(data_dir, tmp_path):
      '"rating": "span.cmt-stars", "image": "img.cmt-pic"}', "llm"),
     ('Here you go: {"container": "section.qa div.qa-item", "text": "p.qa-a", '
      '"rating": "p.qa-q"}', "heuristic"),
+    # valid on the page but only part of its reviews: the heuristic's fuller match wins
+    ('{"container": "div.cmt:first-of-type", "text": "p.cmt-txt", "title": "b.cmt-ttl", '
+     '"rating": "span.cmt-stars"}', "heuristic"),
 ])
 def test_llm_selector_proposals_are_validated(data_dir, tmp_path, proposal, origin):
     """A fake chat model (LangChain's FakeListChatModel) stands in for the OpenAI-compatible LLM:
