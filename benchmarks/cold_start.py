@@ -238,5 +238,6 @@ def print_tables(results: dict) -> None:
                   f"{t['oracle']['accuracy']:8.4f} "
                   f"{100 * (t['coldstart']['accuracy'] - t['llm']['accuracy']):+12.1f} pt")
 
+
 if __name__ == "__main__":
     main()
