@@ -116,28 +116,28 @@ def run_category(cat: str, args, env: dict, work: Path) -> dict:
     oracle, secs = _train("oracle", w, base, half_a, half_b, args)
     out["oracle_train_s"] = round(secs, 1)
 
-    for name, model in (("without", str(without)), ("coldstart", cold["model"]),
-                        ("oracle", str(oracle))):
-        ev = _cli("evaluate", "--data", str(eval_file), "--model", model, "--json", env=env)
-        out.setdefault("scores", {})[name] = {"accuracy": ev["accuracy"],
-                                              "macro_f1": ev["macro_f1"], "n": ev["n"]}
+    systems = {"without": ["--model", str(without)], "coldstart": ["--model", cold["model"]],
+               "oracle": ["--model", str(oracle)]}
+    out["scores"] = _scores(eval_file, systems, env)
     if args.teacher_eval:
         # the teacher beside the three on the same first N of half B (the seeded order keeps
         # the label mix): is the distilled cold-start model within 2 points of its teacher?
         sub = _jsonl(w / "B-teacher.jsonl", half_b[: args.teacher_eval], labels=True)
-        ev = _cli("evaluate", "--data", str(sub), "--baseline", "llm", "--json", env=env)
-        out["teacher_subset"] = {"llm": {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"],
-                                         "n": ev["n"]}}
-        for name, model in (("without", str(without)), ("coldstart", cold["model"]),
-                            ("oracle", str(oracle))):
-            ev = _cli("evaluate", "--data", str(sub), "--model", model, "--json", env=env)
-            out["teacher_subset"][name] = {"accuracy": ev["accuracy"],
-                                           "macro_f1": ev["macro_f1"], "n": ev["n"]}
+        out["teacher_subset"] = _scores(sub, {"llm": ["--baseline", "llm"], **systems}, env)
     sc = out["scores"]
     gap = sc["oracle"]["macro_f1"] - sc["without"]["macro_f1"]
     out["gap_closed"] = ((sc["coldstart"]["macro_f1"] - sc["without"]["macro_f1"]) / gap
                          if gap > 1e-9 else None)
     out["auto_labels"] = _auto_label_accuracy(Path(cold["work_dir"]) / "labelled", half_a)
+    return out
+
+
+def _scores(data: Path, systems: dict[str, list[str]], env: dict) -> dict[str, dict]:
+    """``shopsense evaluate --data DATA`` for each system (its ``--model``/``--baseline``)."""
+    out = {}
+    for name, how in systems.items():
+        ev = _cli("evaluate", "--data", str(data), *how, "--json", env=env)
+        out[name] = {"accuracy": ev["accuracy"], "macro_f1": ev["macro_f1"], "n": ev["n"]}
     return out
 
 
