@@ -19,6 +19,7 @@ services.inference.app:app_builder``, ``args: {...}``), as KubeRay's serveConfig
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from typing import Any
 
@@ -94,6 +95,10 @@ class Classifier:
 
     def describe(self) -> dict[str, Any]:
         return self.service.describe_now()
+
+    def batcher_stats(self) -> dict[str, int]:
+        """What this replica's batcher did: batches, items, waited and isolated batches."""
+        return dataclasses.asdict(self.service.batcher.stats)
 
 
 class HandleClassifierService:

@@ -46,5 +46,8 @@ def test_a_bad_item_in_a_serve_batch_fails_alone(classifier):
     assert isinstance(results[2], Exception) and "TypeError" in str(results[2])
     good = [r for i, r in enumerate(results) if i != 2]
     assert all(not isinstance(r, Exception) for r in good), good
-    # the four good items shared a batch with the bad one (batch wait 0.5 s)
-    assert max(size for _, size in good) > 1
+    # the bad item shared a batch (batch wait 0.5 s): that batch raised and its items were run
+    # alone, so its good items report batches of one; items that came later may batch together
+    stats = classifier.batcher_stats.remote().result(timeout_s=60)
+    assert stats["isolated_failures"] >= 1, stats
+    assert stats["items"] == len(items) and stats["batches"] < len(items), stats
