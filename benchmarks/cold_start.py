@@ -46,7 +46,7 @@ CATEGORIES = ("dvd", "books", "electronics")
 
 def _cli(*args: str, env: dict) -> dict:
     p = subprocess.run([sys.executable, "-c", "from shopsense.cli import main; main()", *args],
-                       capture_output=True, text=True, env=env)
+                       check=False, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"shopsense {' '.join(args[:2])} failed: {p.stderr.strip()[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -163,6 +163,27 @@ def _auto_label_accuracy(labelled_dir: Path, truth) -> dict:
                           for k, v in by_source.items()}}
 
 
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    """--home, --json and --from-results, as the LLM benchmarks share them."""
+    ap.add_argument("--home", type=Path, default=None)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--from-results", type=Path, default=None,
+                    help="print the tables of a saved run's results.json and exit")
+
+
+def bench_home(home: Path | None, prefix: str) -> tuple[dict, Path]:
+    """A fresh ``SHOPSENSE_HOME`` (or ``home``) for the run's registry and work files, with the
+    object store of the caller's settings kept, so the teacher-label cache is shared and
+    reused. Returns (environment for ``shopsense`` subprocesses, work folder)."""
+    from shopsense.settings import get_settings
+
+    store = get_settings().default_store_uri()
+    home = (home or Path(tempfile.mkdtemp(prefix=prefix))).resolve()
+    os.environ.update({"SHOPSENSE_HOME": str(home), "SHOPSENSE_STORE_URI": store})
+    get_settings.cache_clear()
+    return dict(os.environ), home / "bench"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--categories", default=",".join(CATEGORIES))
@@ -174,23 +195,13 @@ def main() -> None:
                          "of half B (0: skip; the LLM reads about 2 s per review)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--home", type=Path, default=None)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--from-results", type=Path, default=None,
-                    help="print the tables of a saved run's results.json and exit")
+    add_run_args(ap)
     args = ap.parse_args()
     if args.from_results:
         print_tables(json.loads(args.from_results.read_text()))
         return
 
-    from shopsense.settings import get_settings
-
-    store = get_settings().default_store_uri()  # the teacher-label cache is shared
-    home = (args.home or Path(tempfile.mkdtemp(prefix="cold-start-home-"))).resolve()
-    os.environ.update({"SHOPSENSE_HOME": str(home), "SHOPSENSE_STORE_URI": store})
-    get_settings.cache_clear()
-    env = dict(os.environ)
-    work = home / "bench"
+    env, work = bench_home(args.home, "cold-start-home-")
     results = {"load_average_start": os.getloadavg()[0], "budget_minutes": args.budget_minutes,
                "base_per_set": args.base_per_set, "categories": []}
     for cat in [c for c in args.categories.split(",") if c]:

@@ -32,14 +32,13 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.cold_start import _jsonl, _scores
+from benchmarks.cold_start import _jsonl, _scores, add_run_args, bench_home
 
 
 def _by_rank(rows: list[dict]) -> list[str]:
@@ -159,23 +158,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the training sample")
     ap.add_argument("--distill-weight", type=float, default=0.5)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--home", type=Path, default=None)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--from-results", type=Path, default=None,
-                    help="print the tables of a saved run's results.json and exit")
+    add_run_args(ap)
     args = ap.parse_args()
     if args.from_results:
         print_tables(json.loads(args.from_results.read_text()))
         return
 
-    from shopsense.settings import get_settings
-
-    store = get_settings().default_store_uri()  # the teacher-label cache is shared
-    home = (args.home or Path(tempfile.mkdtemp(prefix="distill-home-"))).resolve()
-    os.environ.update({"SHOPSENSE_HOME": str(home), "SHOPSENSE_STORE_URI": store})
-    get_settings.cache_clear()
-    env = dict(os.environ)
-    work = home / "bench"
+    env, work = bench_home(args.home, "distill-home-")
     res = {"load_average_start": os.getloadavg()[0], **run(args, env, work)}
     (work / "results.json").write_text(json.dumps(res, indent=2, default=str))
     if args.json:
